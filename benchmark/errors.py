@@ -1,0 +1,9 @@
+"""One exception type for every problem a user can fix.
+
+The CLI prints its message as a single line and exits with status 2, so a
+message must name the file / column / value at fault and what was expected.
+"""
+
+
+class BenchmarkError(Exception):
+    """A user-facing error: bad input, missing data or weights, unknown names."""

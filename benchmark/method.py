@@ -1,0 +1,179 @@
+"""The Method interface every model implements: fit, generate, save, load.
+
+Images cross this boundary as float32 tensors (N, C, H, W) in [-1, 1]; the
+suite converts to and from the uint8 crops on disk. Perturbations arrive as
+names *and* embedding vectors, so a method that conditions on embeddings can
+translate to perturbations it never saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from benchmark.errors import BenchmarkError
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a method needs and can do; the runner checks these against the task."""
+
+    needs_control: bool = True  # generation starts from a control image
+    unseen_perturbations: bool = False  # can translate to perturbations absent from training
+    channels: tuple[int, ...] | None = None  # supported channel counts; None = any
+    reads_heldout: bool = False  # sees real held-out images (the oracle only)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1.0
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """float (N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C); refuses NaN."""
+    x = images.detach().float().cpu()
+    if not torch.isfinite(x).all():
+        raise BenchmarkError("generated images contain NaN/inf; the method diverged")
+    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+@dataclass
+class TrainData:
+    """Training images of a task plus what a method needs to pair and condition them."""
+
+    images: np.ndarray  # (N, H, W, C) uint8, controls and treated
+    obs: pd.DataFrame  # aligned metadata (BATCH, PLATE, CPD_NAME, ANNOT, STATE)
+    control: str
+    perturbations: list[str]  # treated perturbations present in training
+    embeddings: pd.DataFrame  # name -> embedding (at least every training perturbation)
+    channels: tuple[str, ...]
+    pairing: str = "same-batch"
+
+    def __post_init__(self) -> None:
+        self.obs = self.obs.reset_index(drop=True)
+        ctrl = (self.obs["CPD_NAME"] == self.control).to_numpy()
+        self.control_rows = np.flatnonzero(ctrl)
+        self.treated_rows = np.flatnonzero(~ctrl)
+        batches = self.obs["BATCH"].to_numpy()
+        self._controls_by_batch = {b: self.control_rows[batches[self.control_rows] == b] for b in np.unique(batches[self.control_rows])}
+
+    def embedding_matrix(self, names: list[str]) -> np.ndarray:
+        from tasks.embeddings import lookup
+
+        return lookup(self.embeddings, names, "task embeddings")
+
+    def paired_controls(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """For each treated row, a random control row from the same batch (any batch if none)."""
+        batches = self.obs["BATCH"].to_numpy()[rows]
+        out = np.empty(len(rows), dtype=np.int64)
+        for i, b in enumerate(batches):
+            pool = self._controls_by_batch.get(b)
+            if pool is None or len(pool) == 0:
+                pool = self.control_rows
+            out[i] = pool[rng.integers(len(pool))]
+        return out
+
+
+@dataclass
+class GenerateRequest:
+    """One batch of translations to perform."""
+
+    controls: torch.Tensor  # (N, C, H, W) in [-1, 1]
+    control_keys: list[str]
+    batches: list[str]  # batch of each control image
+    target_batches: list[str]
+    perturbations: list[str]
+    embeddings: torch.Tensor  # (N, D)
+
+
+class Method(ABC):
+    """Base class. Subclasses set `name`, `capabilities`, `Config` (a dataclass)."""
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    Config: ClassVar[type] = None  # a dataclass type; None = no options
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, config: Any = None) -> None:
+        if self.Config is not None and config is None:
+            config = self.Config()
+        self.config = config
+
+    @abstractmethod
+    def fit(self, data: TrainData, *, seed: int, workdir: Path) -> dict[str, Any]:
+        """Train; return a summary (e.g. final loss, steps) recorded in the manifest."""
+
+    @abstractmethod
+    def generate(self, request: GenerateRequest, *, seed: int) -> torch.Tensor:
+        """Translate `request.controls` to `request.perturbations`; (N, C, H, W) in [-1, 1]."""
+
+    def save(self, path: Path) -> None:
+        """Persist the fitted state; methods with no state need not override."""
+
+    def load(self, path: Path) -> None:
+        """Restore the state written by `save` (use torch.load(weights_only=True))."""
+
+    def attach_heldout(self, pool: "Any") -> None:
+        """Oracle-only hook: receives the held-out image pool (see Capabilities.reads_heldout)."""
+        raise BenchmarkError(f"method {self.name} does not read held-out images")
+
+
+def config_from_overrides(cls: type, base: dict[str, Any] | None, overrides: list[str]) -> Any:
+    """Build a config dataclass from a profile and `key=value` strings, typed by the fields."""
+    if cls is None:
+        if overrides:
+            raise BenchmarkError(f"this method takes no options, got {overrides[0]!r}")
+        return None
+    values = dict(base or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for item in overrides:
+        if "=" not in item:
+            raise BenchmarkError(f"option {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        if key not in fields:
+            raise BenchmarkError(f"option {key!r} is unknown; expected one of {', '.join(sorted(fields))}")
+        values[key] = _parse(raw, hints[key], key)
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise BenchmarkError(f"profile sets unknown option {sorted(unknown)[0]!r}")
+    return cls(**values)
+
+
+def _parse(raw: str, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or (origin is not None and type(None) in args):
+        if raw.lower() in ("none", "null"):
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin = typing.get_origin(hint)
+    try:
+        if hint is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if hint in (int, float, str):
+            return hint(raw)
+        if origin is tuple:
+            inner = typing.get_args(hint)[0]
+            return tuple(inner(v) for v in raw.split(",") if v)
+        if origin is typing.Literal:
+            if raw not in typing.get_args(hint):
+                raise ValueError(raw)
+            return raw
+    except ValueError:
+        raise BenchmarkError(f"option {key}={raw!r}: expected {getattr(hint, '__name__', hint)}") from None
+    return raw

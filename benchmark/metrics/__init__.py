@@ -1,0 +1,1 @@
+"""Metrics: feature extractors, channel rules, FID/KID, paired counterfactual error."""

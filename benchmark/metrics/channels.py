@@ -1,0 +1,63 @@
+"""Channel rules: how a C-channel crop becomes the 3-channel input of an RGB extractor.
+
+The rule is recorded with every number. `each` scores every channel on its own
+(grey replicated to RGB) and the metric is averaged over channels, so no stain
+is ignored; the published JUMP evaluation kept channels 0-2 only (`first3`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from benchmark.errors import BenchmarkError
+
+
+def _rgb(x: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    if x.shape[-1] != 3:
+        raise BenchmarkError(f"channel rule 'rgb' needs 3 channels, images have {x.shape[-1]}; use 'each', 'first3' or 'rgbmix'")
+    return [("rgb", x)]
+
+
+def _first3(x: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    if x.shape[-1] < 3:
+        raise BenchmarkError(f"channel rule 'first3' needs >= 3 channels, images have {x.shape[-1]}")
+    return [("first3", x[..., :3])]
+
+
+def _each(x: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    return [(f"ch{c}", np.repeat(x[..., c : c + 1], 3, axis=-1)) for c in range(x.shape[-1])]
+
+
+# CellFlux's RxRx1 colour mix: channel i -> B, G, R, cyan, magenta, yellow at weight 0.5, clamped.
+_MIX6 = 0.5 * np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 1, 1], [1, 0, 1], [1, 1, 0]], dtype=np.float32)
+
+
+def _rgbmix(x: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    if x.shape[-1] != 6:
+        raise BenchmarkError(f"channel rule 'rgbmix' is defined for 6 channels, images have {x.shape[-1]}")
+    mixed = np.clip(x.astype(np.float32) @ _MIX6, 0, 255).round().astype(np.uint8)
+    return [("rgbmix", mixed)]
+
+
+@dataclass(frozen=True)
+class ChannelRule:
+    name: str
+    doc: str
+    views: Callable[[np.ndarray], list[tuple[str, np.ndarray]]]
+
+
+RULES = {
+    "rgb": ChannelRule("rgb", "3 channels used as R, G, B in stored order", _rgb),
+    "first3": ChannelRule("first3", "channels 0-2 as R, G, B; further stains ignored (the published JUMP rule)", _first3),
+    "each": ChannelRule("each", "every channel scored alone as grey RGB; metric averaged over channels", _each),
+    "rgbmix": ChannelRule("rgbmix", "6 channels mixed to RGB with CellFlux's colour table", _rgbmix),
+}
+
+
+def get_rule(name: str) -> ChannelRule:
+    if name not in RULES:
+        raise BenchmarkError(f"unknown channel rule {name!r}; expected one of {', '.join(RULES)}")
+    return RULES[name]

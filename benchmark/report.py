@@ -1,0 +1,159 @@
+"""Aggregate every recorded run into leaderboards and paper-shaped tables.
+
+Reads the run store only; writes `results/leaderboard.csv` (long format, one
+row per task x method x variant x metric x feature space x perturbation, mean
+and spread over seeds) and, per task, Table 1a (FID_o, FID_c, KID_o, KID_c) and
+Table 1b (per-perturbation FID) as Markdown and CSV. Output is a pure function
+of the runs: rerunning on the same runs gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark import io
+from benchmark.errors import BenchmarkError
+from benchmark.store import RunStore
+
+KEYS = ["task", "method", "variant", "metric", "feature_space", "perturbation", "extractor_sha256"]
+TABLE1A = [("fid_o", "FID_o", 1.0), ("fid_c", "FID_c", 1.0), ("kid_o", "KID_o x100", 100.0), ("kid_c", "KID_c x100", 100.0)]
+PAIRED = [("paired_rmse", "pixels", "paired RMSE"), ("paired_morph", "morphology", "paired morph. dist.")]
+# order rows as the paper does: floor, baselines, ours, ceiling; unknown methods alphabetically after
+METHOD_ORDER = {"identity": 0, "phendiff": 1, "impa": 2, "cellflow": 3, "oracle": 9}
+
+
+def leaderboard(runs) -> pd.DataFrame:
+    frames = []
+    for r in runs:
+        m = r.metrics.copy()
+        m["git_sha"] = r.manifest.get("git_sha", "unknown")
+        m["split_hash"] = r.manifest.get("split_hash", "")
+        frames.append(m)
+    if not frames:
+        raise BenchmarkError("no completed runs found; run `python -m benchmark run --method M --task T` first")
+    df = pd.concat(frames, ignore_index=True)
+    df["extractor_sha256"] = df["extractor_sha256"].fillna("").astype(str).str[:16]
+    agg = df.groupby(KEYS, sort=True).agg(
+        value=("value", "mean"),
+        seed_std=("value", lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")),
+        n_seeds=("seed", "nunique"),
+        seeds=("seed", lambda s: ",".join(map(str, sorted(set(s))))),
+        n_gen=("n_gen", "min"),
+        n_real=("n_real", "min"),
+        channel_rule=("channel_rule", lambda s: ",".join(sorted(set(map(str, s))))),
+        split_hash=("split_hash", lambda s: ",".join(sorted(set(str(x)[:16] for x in s)))),
+        git_sha=("git_sha", lambda s: ",".join(sorted(set(str(x)[:12] for x in s)))),
+        runs=("run_id", lambda s: len(set(s))),
+    ).reset_index()
+    agg["_order"] = agg["method"].map(METHOD_ORDER).fillna(5)
+    agg = agg.sort_values(["task", "_order", "method", "variant", "feature_space", "metric", "perturbation"]).drop(columns="_order")
+    return agg.reset_index(drop=True)
+
+
+def _fmt(v: float, sd: float, n: int) -> str:
+    if pd.isna(v):
+        return "-"
+    s = f"{v:.2f}" if abs(v) >= 0.1 else f"{v:.3f}"
+    if n > 1 and not pd.isna(sd):
+        s += f" ± {sd:.2f}" if abs(sd) >= 0.1 else f" ± {sd:.3f}"
+    return s
+
+
+def _label(method: str, variant: str) -> str:
+    return method if variant in ("", "default") else f"{method} ({variant})"
+
+
+def table1a(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Numeric and formatted Table 1a for one task (one column block per feature space)."""
+    t = lb[(lb["task"] == task) & (lb["perturbation"] == "")]
+    spaces = [s for s in ("inception", "morphology") if s in set(t["feature_space"])] + sorted(
+        set(t["feature_space"]) - {"inception", "morphology", "pixels"})
+    rows_num, rows_fmt, notes = [], [], []
+    order = t.drop_duplicates(["method", "variant"])[["method", "variant"]].itertuples(index=False)
+    for method, variant in order:
+        sub = t[(t["method"] == method) & (t["variant"] == variant)]
+        num, fmt = {"method": _label(method, variant)}, {"method": _label(method, variant)}
+        for space in spaces:
+            for key, col, scale in TABLE1A:
+                hit = sub[(sub["metric"] == key) & (sub["feature_space"] == space)]
+                name = f"{col} [{space}]"
+                if len(hit):
+                    h = hit.iloc[0]
+                    num[name] = h["value"] * scale
+                    fmt[name] = _fmt(h["value"] * scale, h["seed_std"] * scale, int(h["n_seeds"]))
+                else:
+                    num[name], fmt[name] = np.nan, "-"
+        for key, space, col in PAIRED:
+            hit = sub[(sub["metric"] == key) & (sub["feature_space"] == space)]
+            if len(hit):
+                h = hit.iloc[0]
+                num[col], fmt[col] = h["value"], _fmt(h["value"], h["seed_std"], int(h["n_seeds"]))
+        seeds = sub["n_seeds"].max()
+        num["n_seeds"] = fmt["n_seeds"] = int(seeds)
+        rows_num.append(num)
+        rows_fmt.append(fmt)
+    for space in spaces:
+        s = t[t["feature_space"] == space]
+        o = s[s["metric"] == "fid_o"]
+        c = s[s["metric"] == "fid_c"]
+        notes.append(f"{space}: weights sha256 {','.join(sorted(set(s['extractor_sha256'])))}; channel rule "
+                     f"{','.join(sorted(set(s['channel_rule'])))}; n per side overall {int(o['n_real'].min()) if len(o) else '-'} real / "
+                     f"{int(o['n_gen'].min()) if len(o) else '-'} generated; per perturbation >= {int(c['n_real'].min()) if len(c) else '-'}")
+    notes.append(f"split hash {','.join(sorted(set(t['split_hash'])))}; code {','.join(sorted(set(t['git_sha'])))}")
+    return pd.DataFrame(rows_num), pd.DataFrame(rows_fmt), notes
+
+
+def table1b(lb: pd.DataFrame, task: str, space: str) -> pd.DataFrame:
+    """Per-perturbation FID, methods as columns (the paper's Table 1b / Table 4)."""
+    t = lb[(lb["task"] == task) & (lb["metric"] == "fid") & (lb["feature_space"] == space)]
+    if t.empty:
+        return pd.DataFrame()
+    t = t.assign(label=[_label(m, v) for m, v in zip(t["method"], t["variant"])])
+    cols = list(dict.fromkeys(t["label"]))
+    wide = t.pivot_table(index="perturbation", columns="label", values="value", aggfunc="first")[cols]
+    n = t.groupby("perturbation")["n_real"].min()
+    wide.insert(0, "n_real", n)
+    return wide.reset_index()
+
+
+def to_markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join(["---"] * len(cols)) + "|"]
+    for row in df.itertuples(index=False):
+        cells = []
+        for v in row:
+            if isinstance(v, (float, np.floating)):
+                cells.append("-" if pd.isna(v) else format(v, floatfmt))
+            else:
+                cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report(runs_dir: Path, results_dir: Path) -> list[Path]:
+    runs = RunStore(runs_dir).runs()
+    lb = leaderboard(runs)
+    results_dir = Path(results_dir)
+    written = [results_dir / "leaderboard.csv"]
+    io.write_csv(written[0], lb)
+    for task in sorted(set(lb["task"])):
+        num, fmt, notes = table1a(lb, task)
+        d = results_dir / task
+        io.write_csv(d / "table1a.csv", num)
+        md = [f"# {task}: Table 1a\n", "Lower is better for every column. KID is multiplied by 100 as in the paper. "
+              "Values are means over seeds (± std over seeds where n_seeds > 1).\n", to_markdown(fmt)]
+        for space in ("inception", "morphology"):
+            t1b = table1b(lb, task, space)
+            if not t1b.empty:
+                io.write_csv(d / f"table1b_{space}.csv", t1b)
+                md += [f"\n## Table 1b: per-perturbation FID [{space}]\n", to_markdown(t1b)]
+        md += ["\n## Provenance\n"] + [f"- {n}\n" for n in notes]
+        io.write_text(d / "tables.md", "".join(md))
+        written += [d / "table1a.csv", d / "tables.md"]
+        per_task = lb[lb["task"] == task]
+        io.write_csv(d / "leaderboard.csv", per_task)
+        written.append(d / "leaderboard.csv")
+    return written

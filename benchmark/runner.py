@@ -1,0 +1,194 @@
+"""One run: train a method on a task, generate, evaluate, record.
+
+run -> store -> report: this module writes one directory in the run store and
+nothing else (apart from caches of task data and real-image features).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata as md
+import platform
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from benchmark import __version__, io
+from benchmark.errors import BenchmarkError
+from benchmark.method import GenerateRequest, Method, TrainData, config_from_overrides, to_tensor, to_uint8
+from benchmark.metrics.evaluate import FeatureCache, evaluate
+from benchmark.metrics.features import ExtractorContext
+from benchmark.registry import METHODS, TASKS
+from benchmark.store import RunStore
+
+DEFAULT_FEATURES = ("inception", "morphology")
+
+
+@dataclass
+class RunConfig:
+    method: str
+    task: str
+    seed: int = 0
+    out: Path = Path("runs")
+    data_dir: Path = Path("data")
+    profile: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    features: tuple[str, ...] = DEFAULT_FEATURES
+    inception_weights: Path | None = None
+    generate_batch: int = 64
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def versions() -> dict[str, str]:
+    out = {"benchmark": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "torch-fidelity", "numpy", "scipy", "scikit-image", "rdkit", "pandas"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def resolve_method(name: str, profile: str | None, overrides: list[str]) -> tuple[type[Method], Any]:
+    cls = METHODS.get(name)
+    if profile is not None and profile not in cls.profiles:
+        raise BenchmarkError(f"method {name} has no profile {profile!r}; available: {', '.join(cls.profiles) or 'none'}")
+    base = cls.profiles.get(profile) if profile else cls.profiles.get("default")
+    return cls, config_from_overrides(cls.Config, base, overrides)
+
+
+def check_capabilities(cls: type[Method], task) -> None:
+    cap = cls.capabilities
+    if cap.channels is not None and len(task.channels) not in cap.channels:
+        raise BenchmarkError(f"method {cls.name} supports {cap.channels} channels; task {task.name} has {len(task.channels)}")
+    if task.heldout and task.eval_only_heldout and not cap.unseen_perturbations:
+        raise BenchmarkError(f"method {cls.name} cannot translate to unseen perturbations; task {task.name} evaluates only held-out ones")
+
+
+def generate_all(method: Method, data, plan, seed: int, batch: int) -> np.ndarray:
+    req = plan.requests
+    out = []
+    for start in tqdm(range(0, len(req), batch), desc=f"generating ({method.name})", unit="batch"):
+        part = req.iloc[start : start + batch]
+        rows = part["control_row"].to_numpy()
+        perts = part["CPD_NAME"].tolist()
+        request = GenerateRequest(
+            controls=to_tensor(data.images[rows]),
+            control_keys=part["control_key"].tolist(),
+            batches=part["BATCH"].tolist(),
+            target_batches=part["target_batch"].tolist(),
+            perturbations=perts,
+            embeddings=torch.from_numpy(data.embed(perts)),
+        )
+        # one seed per chunk, derived from the run seed: chunking does not change a chunk's draws elsewhere
+        x = method.generate(request, seed=seed * 100_003 + start)
+        if tuple(x.shape) != tuple(request.controls.shape):
+            raise BenchmarkError(f"method {method.name} returned shape {tuple(x.shape)}, expected {tuple(request.controls.shape)}")
+        out.append(to_uint8(x))
+    return np.concatenate(out)
+
+
+def run(cfg: RunConfig) -> Path:
+    """Execute one run and return its directory in the store."""
+    task = TASKS.get(cfg.task)
+    cls, config = resolve_method(cfg.method, cfg.profile, cfg.overrides)
+    check_capabilities(cls, task)
+    # fail before any training on what can be checked now: feature spaces and weights files
+    from benchmark.metrics.features import EXTRACTORS
+    from benchmark.metrics.inception_weights import verified_weights
+
+    for space in cfg.features:
+        if space not in EXTRACTORS.names():
+            raise BenchmarkError(f"unknown feature space {space!r}; available: {', '.join(EXTRACTORS.names())}")
+    if "inception" in cfg.features and cfg.inception_weights is not None:
+        verified_weights(cfg.inception_weights)
+    t0 = time.time()
+    data = task.load(cfg.data_dir)
+    split_hash = data.write_split_manifest(Path(cfg.data_dir) / "splits" / f"{task.name}-v{task.version}.csv")
+    store = RunStore(cfg.out)
+    run_id = store.new_id(cfg.method, cfg.task, cfg.seed)
+    stage = store.staging(run_id)
+    try:
+        seed_everything(cfg.seed)
+        rows = data.train_rows()
+        train = TrainData(images=data.images[rows], obs=data.obs.iloc[rows], control=task.control,
+                          perturbations=data.train_perturbations(), embeddings=data.embeddings,
+                          channels=task.channels, pairing=task.pairing)
+        method = cls(config)
+        t_fit = time.time()
+        fit_summary = method.fit(train, seed=cfg.seed, workdir=stage / "work") or {}
+        t_fit = time.time() - t_fit
+        method.save(stage / "model")
+        plan = data.eval_plan()
+        if cls.capabilities.reads_heldout:
+            from methods.reference import HeldoutPool
+
+            method.attach_heldout(HeldoutPool(data, plan.heldout_pool, seed=plan.seed))
+        seed_everything(cfg.seed)
+        t_gen = time.time()
+        generated = generate_all(method, data, plan, cfg.seed, cfg.generate_batch)
+        t_gen = time.time() - t_gen
+        io.write_npy(stage / "generated.npy", generated)
+        io.write_csv(stage / "generated.csv", plan.requests)
+        ctx = ExtractorContext(cache_dir=Path(cfg.data_dir) / ".cache", channels=task.channels,
+                               inception_weights=cfg.inception_weights)
+        cache = FeatureCache(Path(cfg.data_dir) / ".cache" / "features")
+        cache_key = {"task": task.name, "task_version": task.version, "split": split_hash, "plan": plan.digest()}
+        t_eval = time.time()
+        metrics, provenance = evaluate(data, plan, generated, list(cfg.features), ctx, cache, cache_key, kid_seed=plan.seed)
+        t_eval = time.time() - t_eval
+        variant = method.variant() if hasattr(method, "variant") else "default"
+        metrics.insert(0, "run_id", run_id)
+        metrics.insert(1, "task", task.name)
+        metrics.insert(2, "method", cls.name)
+        metrics.insert(3, "variant", variant)
+        metrics.insert(4, "seed", cfg.seed)
+        io.write_csv(stage / "metrics.csv", metrics)
+        manifest = {
+            "run_id": run_id,
+            "method": cls.name,
+            "method_origin": METHODS.origin(cls.name),
+            "variant": variant,
+            "profile": cfg.profile,
+            "overrides": cfg.overrides,
+            "config": dataclasses.asdict(config) if config is not None else {},
+            "task": task.spec(),
+            "seed": cfg.seed,
+            "eval_seed": plan.seed,
+            "kid_seed": plan.seed,
+            "split_hash": split_hash,
+            "eval_plan_sha256": plan.digest(),
+            "n_reference": len(plan.reference),
+            "features": provenance,
+            "fit": fit_summary,
+            "timings_s": {"fit": round(t_fit, 2), "generate": round(t_gen, 2), "evaluate": round(t_eval, 2),
+                          "total": round(time.time() - t0, 2)},
+            "versions": versions(),
+            **io.git_sha(),
+            "torch_threads": torch.get_num_threads(),
+        }
+        io.write_json(stage / "manifest.json", manifest)
+    except BaseException:
+        # leave nothing half-written in the store; the staging dir is kept for inspection
+        failed = stage.with_name(stage.name + ".failed")
+        stage.rename(failed)
+        raise
+    return store.commit(run_id)
+
+
+def summary_table(run_dir: Path) -> pd.DataFrame:
+    m = pd.read_csv(run_dir / "metrics.csv")
+    m = m[m["perturbation"].isna()]
+    return m.pivot_table(index="metric", columns="feature_space", values="value", aggfunc="first")

@@ -1,0 +1,110 @@
+"""Reader for the on-disk layout IMPA published (and our simulated screen writes).
+
+One `H x W x C` uint8 `.npy` per crop, named from its SAMPLE_KEY by a
+per-dataset rule, plus a metadata CSV (read with `index_col=0`). See
+`shared/research/data_formats.md` for the facts this follows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from benchmark.errors import BenchmarkError
+
+REQUIRED_COLUMNS = ("SAMPLE_KEY", "BATCH", "PLATE", "CPD_NAME", "ANNOT", "STATE", "SPLIT")
+
+
+def bbbc021_path(key: str) -> str:
+    """`Week1_22123_1_11_3.0` -> `Week1/22123/1_11_3.0.npy`."""
+    parts = key.split("_")
+    if len(parts) < 3:
+        raise ValueError(f"expected WEEK_PLATE_TABLE_IMAGE_OBJECT, got {key!r}")
+    return f"{parts[0]}/{parts[1]}/{'_'.join(parts[2:])}.npy"
+
+
+def cpg0000_path(key: str) -> str:
+    """`BR00116999_L03_6_93` -> `BR00116999/L03_6/L03_6_93.npy`."""
+    parts = key.split("_")
+    if len(parts) != 4:
+        raise ValueError(f"expected PLATE_WELL_SITE_CELL, got {key!r}")
+    return f"{parts[0]}/{parts[1]}_{parts[2]}/{parts[1]}_{parts[2]}_{parts[3]}.npy"
+
+
+def rxrx1_path(key: str) -> str:
+    """`U2OS-01_1_B02_s1_17` -> `01_1/B02/s1_17.npy` (cell-type prefix dropped)."""
+    parts = key.split("_")
+    if len(parts) != 5 or "-" not in parts[0]:
+        raise ValueError(f"expected CELLTYPE-EXP_PLATE_WELL_SITE_CELL, got {key!r}")
+    exp = parts[0].split("-", 1)[1]
+    return f"{exp}_{parts[1]}/{parts[2]}/{parts[3]}_{parts[4]}.npy"
+
+
+KEY_RULES: dict[str, Callable[[str], str]] = {"bbbc021": bbbc021_path, "cpg0000": cpg0000_path, "rxrx1": rxrx1_path}
+
+
+def normalise_state(values: pd.Series, source: str) -> pd.Series:
+    """`STATE` is `control`/`trt` in IMPA's copy and 0/1 in CellFlux's: accept both."""
+    mapping = {"control": "control", "ctrl": "control", "0": "control", "trt": "trt", "treated": "trt", "1": "trt"}
+    as_text = values.astype(str).str.strip().str.lower().str.replace(r"\.0$", "", regex=True)
+    out = as_text.map(mapping)
+    if out.isna().any():
+        bad = values[out.isna()].iloc[0]
+        raise BenchmarkError(f"{source}: column STATE has value {bad!r}; expected control/trt or 0/1")
+    return out
+
+
+def read_metadata(path: Path, required: Sequence[str] = REQUIRED_COLUMNS) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise BenchmarkError(f"{path}: metadata CSV not found")
+    df = pd.read_csv(path, index_col=0, low_memory=False)
+    df = df.loc[:, [c for c in df.columns if not str(c).startswith("Unnamed")]]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise BenchmarkError(f"{path}: missing column {missing[0]!r}; expected columns {', '.join(required)}")
+    df = df.reset_index(drop=True)
+    df["SAMPLE_KEY"] = df["SAMPLE_KEY"].astype(str)
+    dup = df["SAMPLE_KEY"].duplicated()
+    if dup.any():
+        raise BenchmarkError(f"{path}: SAMPLE_KEY {df['SAMPLE_KEY'][dup].iloc[0]!r} appears twice")
+    df["STATE"] = normalise_state(df["STATE"], str(path))
+    for col in ("BATCH", "PLATE", "CPD_NAME", "ANNOT", "SPLIT"):
+        df[col] = df[col].astype(str)
+    bad_split = ~df["SPLIT"].isin(["train", "test"])
+    if bad_split.any():
+        raise BenchmarkError(f"{path}: row {int(np.flatnonzero(bad_split)[0])} has SPLIT {df['SPLIT'][bad_split].iloc[0]!r}; expected train or test")
+    return df
+
+
+def load_crop(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """Load one crop, checking it is a finite `H x W x C` uint8 array."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise BenchmarkError(f"{path}: crop file not found") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise BenchmarkError(f"{path}: unreadable .npy ({e})") from None
+    if arr.shape != tuple(shape):
+        raise BenchmarkError(f"{path}: crop has shape {arr.shape}; expected {tuple(shape)} (H x W x C)")
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            raise BenchmarkError(f"{path}: crop contains NaN/inf; expected uint8 0-255")
+        raise BenchmarkError(f"{path}: crop has dtype {arr.dtype}; expected uint8")
+    return arr
+
+
+def load_crops(root: Path, keys: Sequence[str], rule: Callable[[str], str], shape: tuple[int, int, int], desc: str = "loading crops") -> np.ndarray:
+    """All crops of `keys` as one (N, H, W, C) uint8 array."""
+    out = np.empty((len(keys), *shape), dtype=np.uint8)
+    for i, key in enumerate(tqdm(keys, desc=desc, unit="crop", leave=False, disable=len(keys) < 2000)):
+        try:
+            rel = rule(key)
+        except ValueError as e:
+            raise BenchmarkError(f"SAMPLE_KEY {key!r}: {e}") from None
+        out[i] = load_crop(Path(root) / rel, shape)
+    return out

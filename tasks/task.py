@@ -1,0 +1,209 @@
+"""The Task: a versioned, declarative description of one benchmark problem.
+
+A Task says which data, which channels, which split, which perturbations are
+evaluated, how controls are paired with targets, and which embeddings condition
+the methods. `Task.load()` turns it into `TaskData`; `TaskData.eval_plan()`
+fixes, with a recorded seed, exactly which real images are the reference and
+which control seeds each generated image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import pandas as pd
+
+from benchmark import io
+from benchmark.errors import BenchmarkError
+
+from .embeddings import lookup
+
+Pairing = Literal["same-batch", "other-batch"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """Declarative task spec. `source` builds the data on disk and returns a loader."""
+
+    name: str
+    version: str
+    dataset: str
+    channels: tuple[str, ...]
+    image_size: int
+    description: str
+    loader: Callable[[Path], "TaskData"] = field(repr=False, compare=False)
+    control: str = "DMSO"
+    pairing: Pairing = "same-batch"
+    heldout: tuple[str, ...] = ()  # removed from training, evaluated zero-shot
+    eval_only_heldout: bool = False
+    max_eval_per_perturbation: int | None = None
+    channel_rule: str = "rgb"
+    eval_seed: int = 0
+
+    def spec(self) -> dict:
+        d = asdict(self)
+        d.pop("loader")
+        return d
+
+    def load(self, data_dir: Path) -> "TaskData":
+        data = self.loader(Path(data_dir))
+        data.task = self
+        data.validate()
+        return data
+
+
+@dataclass
+class EvalPlan:
+    """Which reference images are scored against, and which control seeds each generated image.
+
+    `reference` and `requests` are row-aligned per perturbation: request i is the
+    control that seeds the generated counterpart of reference image i (same
+    batch for same-batch pairing), so both sides have the same batch mix.
+    """
+
+    reference: pd.DataFrame  # rows of obs: the real targets
+    requests: pd.DataFrame  # columns: control_row, control_key, BATCH, target_batch, CPD_NAME
+    seed: int
+    heldout_pool: np.ndarray  # obs rows of real test targets kept out of the reference (oracle's pool)
+
+    def digest(self) -> str:
+        blob = self.reference["SAMPLE_KEY"].str.cat(sep="\n") + "|" + self.requests["control_key"].str.cat(sep="\n")
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass
+class TaskData:
+    """A task's images and metadata in memory (or memory-mapped), plus embeddings."""
+
+    images: np.ndarray  # (N, H, W, C) uint8
+    obs: pd.DataFrame  # one row per image: SAMPLE_KEY, BATCH, PLATE, CPD_NAME, ANNOT, STATE, SPLIT
+    embeddings: pd.DataFrame  # perturbation name -> embedding
+    source: str  # where the data came from, for messages
+    counterfactuals: np.ndarray | None = None  # (M, H, W, C) uint8, simulated screens only
+    counterfactual_index: pd.DataFrame | None = None  # SAMPLE_KEY, CPD_NAME per row of counterfactuals
+    task: Task | None = None
+
+    def validate(self) -> None:
+        t = self.task
+        if self.images.ndim != 4 or self.images.dtype != np.uint8:
+            raise BenchmarkError(f"{self.source}: images must be (N, H, W, C) uint8, got {self.images.shape} {self.images.dtype}")
+        n, h, w, c = self.images.shape
+        if c != len(t.channels):
+            raise BenchmarkError(f"{self.source}: crops have {c} channels; task {t.name} expects {len(t.channels)} ({', '.join(t.channels)})")
+        if (h, w) != (t.image_size, t.image_size):
+            raise BenchmarkError(f"{self.source}: crops are {h}x{w}; task {t.name} expects {t.image_size}x{t.image_size}")
+        if len(self.obs) != n:
+            raise BenchmarkError(f"{self.source}: {len(self.obs)} metadata rows for {n} images")
+        perts = sorted(set(self.obs["CPD_NAME"]))
+        lookup(self.embeddings, perts, f"{self.source} embeddings")
+        if t.control not in set(self.obs["CPD_NAME"]):
+            raise BenchmarkError(f"{self.source}: no control images (CPD_NAME == {t.control!r})")
+
+    # --- views -----------------------------------------------------------------
+    @property
+    def control(self) -> str:
+        return self.task.control
+
+    def rows(self, split: str, state: str | None = None, perts: list[str] | None = None) -> np.ndarray:
+        m = self.obs["SPLIT"] == split
+        if state is not None:
+            m &= self.obs["STATE"] == state
+        if perts is not None:
+            m &= self.obs["CPD_NAME"].isin(perts)
+        return np.flatnonzero(m.to_numpy())
+
+    def train_rows(self) -> np.ndarray:
+        """Training rows: every train image except those of held-out perturbations."""
+        rows = self.rows("train")
+        if self.task.heldout:
+            rows = rows[~self.obs["CPD_NAME"].iloc[rows].isin(self.task.heldout).to_numpy()]
+        return rows
+
+    def train_perturbations(self) -> list[str]:
+        names = self.obs["CPD_NAME"].iloc[self.train_rows()]
+        return sorted(set(names) - {self.control})
+
+    def eval_perturbations(self) -> list[str]:
+        test = set(self.obs["CPD_NAME"].iloc[self.rows("test", "trt")])
+        if self.task.eval_only_heldout:
+            test &= set(self.task.heldout)
+        return sorted(test)
+
+    def embed(self, names: list[str]) -> np.ndarray:
+        return lookup(self.embeddings, names, f"{self.source} embeddings")
+
+    def split_manifest(self) -> pd.DataFrame:
+        """SAMPLE_KEY, SPLIT, role and pixel sha256 per image: the task's exact split."""
+        role = np.where(self.obs["CPD_NAME"].isin(self.task.heldout), "heldout", self.obs["SPLIT"])
+        digests = [hashlib.sha256(self.images[i].tobytes()).hexdigest() for i in range(len(self.obs))]
+        return pd.DataFrame({"SAMPLE_KEY": self.obs["SAMPLE_KEY"].to_numpy(), "SPLIT": self.obs["SPLIT"].to_numpy(),
+                             "ROLE": role, "CPD_NAME": self.obs["CPD_NAME"].to_numpy(), "SHA256": digests})
+
+    def write_split_manifest(self, path: Path) -> str:
+        """Write the manifest CSV (if absent) and return its sha256: the split hash."""
+        df = self.split_manifest()
+        text = df.to_csv(index=False, lineterminator="\n")
+        digest = io.sha256_bytes(text.encode())
+        if not Path(path).is_file():
+            io.write_text(path, text)
+        return digest
+
+    # --- evaluation ------------------------------------------------------------
+    def eval_plan(self, seed: int | None = None) -> EvalPlan:
+        """Reference images and control pairings, drawn with a recorded seed."""
+        seed = self.task.eval_seed if seed is None else seed
+        rng = np.random.default_rng(seed)
+        obs = self.obs
+        ctrl_rows = self.rows("test", "control")
+        if len(ctrl_rows) == 0:
+            raise BenchmarkError(f"{self.source}: no test control images to seed generation")
+        ctrl_by_batch = {b: ctrl_rows[obs["BATCH"].iloc[ctrl_rows].to_numpy() == b] for b in sorted(set(obs["BATCH"].iloc[ctrl_rows]))}
+        batches = sorted(ctrl_by_batch)
+        ref_parts, req_parts, pool_parts = [], [], []
+        for pert in self.eval_perturbations():
+            rows = rng.permutation(self.rows("test", "trt", [pert]))
+            if self.counterfactuals is None:
+                # no counterfactuals: half the held-out targets are the oracle's, disjoint from the reference
+                half = len(rows) // 2
+                pool_parts.append(np.sort(rows[:half]))
+                rows = rows[half:]
+            cap = self.task.max_eval_per_perturbation
+            rows = np.sort(rows[:cap] if cap else rows)
+            ref_parts.append(rows)
+            for batch, group in pd.Series(rows).groupby(obs["BATCH"].iloc[rows].to_numpy()):
+                if self.task.pairing == "same-batch" and batch in ctrl_by_batch:
+                    source = batch
+                else:
+                    others = [b for b in batches if b != batch] or batches
+                    source = others[int(rng.integers(len(others)))]
+                pool = ctrl_by_batch[source]
+                # without replacement while the pool lasts, so one control does not seed everything
+                picks = rng.permutation(np.resize(rng.permutation(pool), len(group)))
+                req_parts.append(pd.DataFrame({"control_row": picks, "target_batch": batch, "CPD_NAME": pert,
+                                               "ref_row": group.to_numpy()}))
+        ref = np.concatenate(ref_parts) if ref_parts else np.array([], dtype=int)
+        req = pd.concat(req_parts, ignore_index=True) if req_parts else pd.DataFrame(columns=["control_row", "target_batch", "CPD_NAME", "ref_row"])
+        # align requests to reference order
+        order = pd.Series(np.arange(len(req)), index=req["ref_row"].to_numpy())
+        req = req.iloc[order.loc[ref].to_numpy()].reset_index(drop=True)
+        req["control_key"] = obs["SAMPLE_KEY"].iloc[req["control_row"]].to_numpy()
+        req["BATCH"] = obs["BATCH"].iloc[req["control_row"]].to_numpy()
+        pool = np.concatenate(pool_parts) if pool_parts else np.array([], dtype=int)
+        return EvalPlan(reference=obs.iloc[ref].assign(row=ref).reset_index(drop=True), requests=req, seed=seed,
+                        heldout_pool=pool)
+
+    def counterfactual(self, control_keys: list[str], perts: list[str]) -> np.ndarray | None:
+        """The true perturbed version of each control cell, where the task knows it."""
+        if self.counterfactuals is None:
+            return None
+        idx = pd.Series(np.arange(len(self.counterfactual_index)),
+                        index=pd.MultiIndex.from_frame(self.counterfactual_index[["SAMPLE_KEY", "CPD_NAME"]]))
+        try:
+            rows = idx.loc[list(zip(control_keys, perts))].to_numpy()
+        except KeyError:
+            return None
+        return self.counterfactuals[rows]

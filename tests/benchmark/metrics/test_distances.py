@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import torch
+from scipy import linalg
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_kid import kid_features_to_metric
+
+from benchmark.errors import BenchmarkError
+from benchmark.metrics.distances import fid, kid
+from benchmark.metrics.evaluate import distribution_rows
+
+
+def scipy_fid(a, b):
+    """Independent textbook FID with scipy's matrix square root."""
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def test_fid_of_a_set_with_itself_is_zero(rng):
+    a = rng.normal(size=(200, 16))
+    assert abs(fid(a, a)) < 1e-6
+    small = rng.normal(size=(30, 64))  # the n < d path
+    assert abs(fid(small, small)) < 1e-6
+
+
+@pytest.mark.parametrize("n,d", [(300, 16), (40, 128), (25, 2048)])
+def test_fid_equals_torch_fidelity_and_scipy(rng, n, d):
+    a = rng.normal(size=(n, d))
+    b = rng.normal(loc=0.3, scale=1.2, size=(n + 7, d))
+    s1 = fid_features_to_statistics(torch.from_numpy(a))
+    s2 = fid_features_to_statistics(torch.from_numpy(b))
+    theirs = fid_statistics_to_metric(s1, s2, verbose=False)["frechet_inception_distance"]
+    ours = fid(a, b)
+    assert ours == pytest.approx(theirs, rel=1e-6, abs=1e-6)
+    if d <= 128:
+        assert ours == pytest.approx(scipy_fid(a, b), rel=1e-5)
+
+
+def test_fid_detects_a_shift(rng):
+    a = rng.normal(size=(300, 8))
+    assert fid(a, a + 1.0) == pytest.approx(8.0, rel=0.01)
+
+
+def test_kid_equals_torch_fidelity_and_hand_computation(rng):
+    a, b = rng.normal(size=(50, 10)), rng.normal(loc=0.5, size=(60, 10))
+    mean, std, size = kid(a, b, seed=3, subset_size=40)
+    ref = kid_features_to_metric(torch.from_numpy(a), torch.from_numpy(b), kid_subsets=100, kid_subset_size=40,
+                                 rng_seed=3, verbose=False)
+    assert mean == pytest.approx(ref["kernel_inception_distance_mean"])
+    assert std == pytest.approx(ref["kernel_inception_distance_std"])
+    assert size == 40
+    # with the subset = the whole (equal-size) sets, KID is the unbiased MMD^2 with k(x,y) = (x.y/d + 1)^3
+    a2, b2 = a[:40], b[:40]
+    m = 40
+    k = lambda x, y: (x @ y.T / x.shape[1] + 1) ** 3
+    kxx, kyy, kxy = k(a2, a2), k(b2, b2), k(a2, b2)
+    mmd = (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
+    assert kid(a2, b2, seed=0)[0] == pytest.approx(mmd, rel=1e-9)
+
+
+def test_kid_c_of_a_class_does_not_change_when_another_class_is_added(rng):
+    feats_real = {"v": rng.normal(size=(90, 6))}
+    feats_gen = {"v": rng.normal(loc=0.2, size=(90, 6))}
+    labels = np.repeat(["A", "B", "C"], 30)
+    two = np.flatnonzero(labels != "C")
+    rows2 = distribution_rows({"v": feats_real["v"][two]}, {"v": feats_gen["v"][two]}, labels[two], labels[two], "x", "r", "h", 0)
+    rows3 = distribution_rows(feats_real, feats_gen, labels, labels, "x", "r", "h", 0)
+    get = lambda rows, m, p: next(r["value"] for r in rows if r["metric"] == m and r["perturbation"] == p)
+    for p in ("A", "B"):
+        assert get(rows2, "kid", p) == get(rows3, "kid", p)
+        assert get(rows2, "fid", p) == get(rows3, "fid", p)
+    # and KID of B on its own equals KID computed on B's features only
+    b = labels == "B"
+    assert get(rows3, "kid", "B") == kid(feats_gen["v"][b], feats_real["v"][b], seed=0)[0]
+
+
+def test_bad_features_raise_one_line_errors(rng):
+    with pytest.raises(BenchmarkError, match="NaN"):
+        fid(np.full((5, 3), np.nan), rng.normal(size=(5, 3)))
+    with pytest.raises(BenchmarkError, match="at least 2"):
+        kid(rng.normal(size=(1, 3)), rng.normal(size=(5, 3)), seed=0)
