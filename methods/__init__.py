@@ -2,6 +2,7 @@
 
 
 def builtin_methods() -> list[type]:
+    from .cellflow import CellFlow
     from .reference import Identity, Oracle
 
-    return [Identity, Oracle]
+    return [Identity, Oracle, CellFlow]

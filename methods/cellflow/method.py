@@ -1,0 +1,250 @@
+"""CellFlow (Algorithm 1 of the paper): conditional flow matching from control to perturbed cells.
+
+Training pairs each treated image x1 with a control x0 from the *same batch*,
+adds Gaussian noise to x0 with probability p_noise, drops the condition with
+probability p_drop, and regresses v(x_t, t, c) on x1 - x0. Sampling integrates
+the classifier-free-guided field from the control image.
+
+Where the paper and the official code differ (see shared/research/cellflux.md)
+each difference is an option; the `paper` profile follows the paper's text:
+batch 128, per-sample noise, no noise at inference, t ~ U[0, 1], Euler.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from benchmark import io
+from benchmark.errors import BenchmarkError
+from benchmark.method import Capabilities, GenerateRequest, Method, TrainData, to_tensor
+
+from .path import interpolate, sample_time, target_velocity
+from .solver import GuidedField, integrate
+from .unet import UNet
+
+
+@dataclass
+class CellFlowConfig:
+    # velocity field
+    width: int = 32
+    mults: tuple[int, ...] = (1, 2, 2, 2)  # four resolution stages
+    blocks: int = 1
+    attention: bool = True
+    dropout: float = 0.0
+    # training (Algorithm 1)
+    steps: int = 1200
+    batch_size: int = 32
+    lr: float = 1e-4
+    p_noise: float = 0.5
+    noise_std: float = 0.5
+    noise_per: Literal["sample", "batch"] = "sample"  # paper: sample; official code: batch
+    p_drop: float = 0.2
+    time_sampling: Literal["uniform", "logit_normal"] = "uniform"
+    ema_decay: float = 0.995
+    flip_augment: bool = True
+    checkpoint_every: int = 250
+    # sampling
+    alpha: float = 1.2  # CFG strength; 1 = no guidance
+    solver: str = "euler"
+    nfe: int = 10
+    inference_noise: bool = False  # official code: x0 = ctrl + noise at inference too
+    use_ema: bool = True
+    # ablations (Table 2c)
+    condition: bool = True  # False: "w/o Condition"
+    device: str = "auto"
+    mixed_precision: Literal["no", "bf16"] = "no"
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # CPU default: small field, short schedule; the main job finishes in minutes on 2 cores
+    "quick": {},
+    # the paper's text (section 4.2, appendix C): hidden 128, four stages, batch 128, Adam 1e-4, 100 epochs
+    # (steps here = 100 epochs of BBBC021's ~98k crops / 128), Euler; a GPU profile
+    "paper": {"width": 128, "mults": (1, 2, 2, 2), "blocks": 2, "dropout": 0.1, "batch_size": 128, "steps": 76_200,
+              "noise_std": 1.0, "ema_decay": 0.9999, "checkpoint_every": 2000, "nfe": 50, "mixed_precision": "bf16"},
+    # Table 2c ablations, on top of quick
+    "no-condition": {"condition": False, "alpha": 1.0},
+    "no-cfg": {"alpha": 1.0, "p_drop": 0.0},
+    "no-noise": {"p_noise": 0.0},
+}
+PROFILES["default"] = PROFILES["quick"]
+
+
+class CellFlow(Method):
+    name = "cellflow"
+    capabilities = Capabilities(needs_control=True, unseen_perturbations=True)
+    Config = CellFlowConfig
+    profiles = PROFILES
+
+    def __init__(self, config: CellFlowConfig | None = None) -> None:
+        super().__init__(config)
+        self.model: UNet | None = None
+        self.ema: UNet | None = None
+        self.channels = 0
+        self.cond_dim = 0
+
+    # --- pieces ------------------------------------------------------------------
+    def variant(self) -> str:
+        c, names = self.config, []
+        if not c.condition:
+            names.append("w/o condition")
+        elif c.alpha == 1.0:
+            names.append("w/o CFG")
+        if c.p_noise == 0.0:
+            names.append("w/o noise")
+        return ", ".join(names) or "default"
+
+    def _device(self) -> torch.device:
+        if self.config.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.config.device)
+
+    def _build(self, channels: int, cond_dim: int) -> None:
+        c = self.config
+        self.channels, self.cond_dim = channels, cond_dim
+        self.model = UNet(channels, cond_dim, c.width, tuple(c.mults), c.blocks, c.attention, c.dropout)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False)
+
+    def loss(self, x0: torch.Tensor, x1: torch.Tensor, emb: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """One Algorithm-1 loss on a batch (x0 controls, x1 targets, emb conditions)."""
+        c = self.config
+        n = x0.shape[0]
+        if c.p_noise > 0:
+            if c.noise_per == "sample":
+                use = torch.rand(n, generator=g) < c.p_noise
+            else:
+                use = (torch.rand(1, generator=g) < c.p_noise).expand(n)
+            eps = torch.randn(x0.shape, generator=g)
+            x0 = x0 + c.noise_std * eps * use.view(-1, 1, 1, 1).to(x0)
+        drop = torch.rand(n, generator=g) < c.p_drop if c.condition else torch.ones(n, dtype=torch.bool)
+        t = sample_time(n, c.time_sampling, g)
+        dev = self._device()
+        xt = interpolate(x0, x1, t)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=c.mixed_precision == "bf16"):
+            v = self.model(xt.to(dev), t.to(dev), emb.to(dev), drop.to(dev))
+        return F.mse_loss(v.float(), target_velocity(x0, x1).to(dev))
+
+    # --- Method API ----------------------------------------------------------------
+    def fit(self, data: TrainData, *, seed: int, workdir: Path) -> dict[str, Any]:
+        c = self.config
+        if len(data.perturbations) == 0:
+            raise BenchmarkError("cellflow: the training split has no treated images")
+        emb_table = torch.from_numpy(data.embedding_matrix(data.perturbations))
+        pert_index = {p: i for i, p in enumerate(data.perturbations)}
+        treated = data.treated_rows
+        target_pert = np.array([pert_index[p] for p in data.obs["CPD_NAME"].to_numpy()[treated]])
+        images = torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2)  # uint8, converted per batch
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the initial weights depend on the run seed only
+            self._build(images.shape[1], emb_table.shape[1])
+        dev = self._device()
+        self.model.to(dev)
+        self.ema.to(dev)
+        opt = torch.optim.Adam(self.model.parameters(), lr=c.lr)
+        g = torch.Generator().manual_seed(seed)
+        np_rng = np.random.default_rng(seed)
+        step, losses = 0, []
+        workdir = Path(workdir)
+        ckpt = workdir / "checkpoint.pt"
+        if ckpt.is_file():
+            state = torch.load(ckpt, map_location=dev, weights_only=True)
+            self.model.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+            opt.load_state_dict(state["optimizer"])
+            step, losses = int(state["step"]), list(state["losses"])
+            g.set_state(state["torch_rng"])
+            torch.set_rng_state(state["global_torch_rng"])  # dropout draws from the global generator
+            np_rng.bit_generator.state = _np_state_from(state["numpy_rng"])
+        t0, start = time.time(), step
+        bar = tqdm(total=c.steps, initial=step, desc="cellflow training", unit="step")
+        while step < c.steps:
+            self.model.train()
+            pick = treated[torch.randint(len(treated), (c.batch_size,), generator=g).numpy()]
+            ctrl = data.paired_controls(pick, np_rng)
+            x1 = images[pick].float() / 127.5 - 1
+            x0 = images[ctrl].float() / 127.5 - 1
+            if c.flip_augment:  # same flips for the pair: a cell and its control are both orientation-free
+                if torch.rand(1, generator=g) < 0.5:
+                    x0, x1 = x0.flip(-1), x1.flip(-1)
+                if torch.rand(1, generator=g) < 0.5:
+                    x0, x1 = x0.flip(-2), x1.flip(-2)
+            emb = emb_table[torch.from_numpy(target_pert[np.searchsorted(treated, pick)])]
+            loss = self.loss(x0, x1, emb, g)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                for pe, pm in zip(self.ema.parameters(), self.model.parameters()):
+                    pe.lerp_(pm, 1 - c.ema_decay)
+            step += 1
+            losses.append(loss.item())
+            bar.update()
+            if step % 25 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-25:]):.4f}")
+            if step % c.checkpoint_every == 0 or step == c.steps:
+                io.write_torch(ckpt, {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                                      "optimizer": opt.state_dict(), "step": step, "losses": losses,
+                                      "torch_rng": g.get_state(), "global_torch_rng": torch.get_rng_state(),
+                                      "numpy_rng": _np_state_to(np_rng.bit_generator.state)})
+        bar.close()
+        elapsed = time.time() - t0
+        done = step - start
+        return {"steps": step, "loss_first_50": float(np.mean(losses[:50])), "loss_last_50": float(np.mean(losses[-50:])),
+                "train_images_per_s": round(done * c.batch_size / elapsed, 2) if done else None,
+                "parameters": sum(p.numel() for p in self.model.parameters()), "device": str(dev)}
+
+    def field(self, emb: torch.Tensor, alpha: float | None = None) -> GuidedField:
+        net = self.ema if self.config.use_ema else self.model
+        net.eval()
+        alpha = self.config.alpha if alpha is None else alpha
+        return GuidedField(net, emb.to(self._device()), alpha, conditional=self.config.condition)
+
+    @torch.no_grad()
+    def generate(self, request: GenerateRequest, *, seed: int) -> torch.Tensor:
+        x0 = request.controls.to(self._device())
+        if self.config.inference_noise:
+            g = torch.Generator().manual_seed(seed)
+            x0 = x0 + self.config.noise_std * torch.randn(x0.shape, generator=g).to(x0)
+        x1, _ = integrate(self.field(request.embeddings), x0, self.config.solver, self.config.nfe)
+        return x1.cpu()
+
+    @torch.no_grad()
+    def trajectory(self, controls: torch.Tensor, embeddings: torch.Tensor, frames: tuple[float, ...],
+                   reverse: bool = False) -> dict[float, torch.Tensor]:
+        """States at `frames` along the forward (control -> perturbed) or reverse path."""
+        _, states = integrate(self.field(embeddings), controls.to(self._device()), self.config.solver,
+                              self.config.nfe, reverse=reverse, frames=frames)
+        return states
+
+    def save(self, path: Path) -> None:
+        io.write_torch(Path(path) / "cellflow.pt", {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                                                     "channels": self.channels, "cond_dim": self.cond_dim})
+        io.write_json(Path(path) / "config.json", asdict(self.config))
+
+    def load(self, path: Path) -> None:
+        state = torch.load(Path(path) / "cellflow.pt", map_location="cpu", weights_only=True)
+        self._build(int(state["channels"]), int(state["cond_dim"]))
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.model.to(self._device())
+        self.ema.to(self._device())
+
+
+def _np_state_to(state: dict) -> dict:
+    """numpy's PCG64 state holds 128-bit ints; keep them as strings for weights_only loading."""
+    return {"bit_generator": state["bit_generator"], "state": str(state["state"]["state"]),
+            "inc": str(state["state"]["inc"]), "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
+
+
+def _np_state_from(d: dict) -> dict:
+    return {"bit_generator": d["bit_generator"], "state": {"state": int(d["state"]), "inc": int(d["inc"])},
+            "has_uint32": d["has_uint32"], "uinteger": d["uinteger"]}
