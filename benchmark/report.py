@@ -56,7 +56,7 @@ def leaderboard(runs) -> pd.DataFrame:
 def _fmt(v: float, sd: float, n: int) -> str:
     if pd.isna(v):
         return "-"
-    s = f"{v:.2f}" if abs(v) >= 0.1 else f"{v:.3f}"
+    s = f"{v:.2f}" if abs(v) >= 1 else f"{v:.4f}"
     if n > 1 and not pd.isna(sd):
         s += f" ± {sd:.2f}" if abs(sd) >= 0.1 else f" ± {sd:.3f}"
     return s
