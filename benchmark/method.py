@@ -123,6 +123,10 @@ class Method(ABC):
     def load(self, path: Path) -> None:
         """Restore the state written by `save` (use torch.load(weights_only=True))."""
 
+    def variant(self) -> str:
+        """A label for the leaderboard when the config is an ablation (e.g. "w/o CFG")."""
+        return "default"
+
     def attach_heldout(self, pool: "Any") -> None:
         """Oracle-only hook: receives the held-out image pool (see Capabilities.reads_heldout)."""
         raise BenchmarkError(f"method {self.name} does not read held-out images")

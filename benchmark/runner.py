@@ -150,7 +150,7 @@ def run(cfg: RunConfig) -> Path:
         t_eval = time.time()
         metrics, provenance = evaluate(data, plan, generated, list(cfg.features), ctx, cache, cache_key, kid_seed=plan.seed)
         t_eval = time.time() - t_eval
-        variant = method.variant() if hasattr(method, "variant") else "default"
+        variant = method.variant()
         metrics.insert(0, "run_id", run_id)
         metrics.insert(1, "task", task.name)
         metrics.insert(2, "method", cls.name)

@@ -168,7 +168,8 @@ class CellFlow(Method):
         bar = tqdm(total=c.steps, initial=step, desc="cellflow training", unit="step")
         while step < c.steps:
             self.model.train()
-            pick = treated[torch.randint(len(treated), (c.batch_size,), generator=g).numpy()]
+            pos = torch.randint(len(treated), (c.batch_size,), generator=g).numpy()
+            pick = treated[pos]
             ctrl = data.paired_controls(pick, np_rng)
             x1 = images[pick].float() / 127.5 - 1
             x0 = images[ctrl].float() / 127.5 - 1
@@ -177,7 +178,7 @@ class CellFlow(Method):
                     x0, x1 = x0.flip(-1), x1.flip(-1)
                 if torch.rand(1, generator=g) < 0.5:
                     x0, x1 = x0.flip(-2), x1.flip(-2)
-            emb = emb_table[torch.from_numpy(target_pert[np.searchsorted(treated, pick)])]
+            emb = emb_table[torch.from_numpy(target_pert[pos])]
             loss = self.loss(x0, x1, emb, g)
             opt.zero_grad(set_to_none=True)
             loss.backward()
