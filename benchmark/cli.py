@@ -60,6 +60,14 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(p)
 
 
+def cmd_trajectory(args: argparse.Namespace) -> None:
+    from benchmark.trajectory import trajectories
+
+    frames = tuple(float(f) for f in args.frames.split(","))
+    for p in trajectories(args.run, args.perturbation, frames, args.n, args.data_dir, args.out, seed=args.seed):
+        print(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmark", description="Benchmark suite for image-based perturbation prediction")
     sub = p.add_subparsers(dest="command", required=True)
@@ -78,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workdir", type=Path, default=None,
                    help="keep training checkpoints here; rerunning with the same --workdir resumes a killed run")
     r.set_defaults(fn=cmd_run)
+    tr = sub.add_parser("trajectory", help="forward and reverse trajectory strips (PNG) from a stored flow run")
+    tr.add_argument("run", type=Path, help="a run directory in the store")
+    tr.add_argument("--perturbation", required=True)
+    tr.add_argument("--frames", default="0,0.25,0.5,0.75,1", help="comma-separated times in [0, 1]")
+    tr.add_argument("--n", type=int, default=4, help="cells per strip")
+    tr.add_argument("--seed", type=int, default=0, help="seed of the choice of cells")
+    tr.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"))
+    tr.add_argument("--out", type=Path, default=Path("figures"))
+    tr.set_defaults(fn=cmd_trajectory)
     rep = sub.add_parser("report", help="aggregate all runs into leaderboards and tables")
     rep.add_argument("--runs", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"))
     rep.add_argument("--results", type=Path, default=Path("results"))

@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from benchmark import io
 from benchmark.errors import BenchmarkError
-from benchmark.method import Capabilities, GenerateRequest, Method, TrainData, to_tensor
+from benchmark.method import Capabilities, GenerateRequest, Method, TrainData
+from methods.training import as_float, random_flips, resolve_device, restore_rng, rng_state
 
 from .path import interpolate, sample_time, target_velocity
 from .solver import GuidedField, integrate
@@ -104,9 +105,7 @@ class CellFlow(Method):
         return ", ".join(names) or "default"
 
     def _device(self) -> torch.device:
-        if self.config.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.config.device)
+        return resolve_device(self.config.device)
 
     def _build(self, channels: int, cond_dim: int) -> None:
         c = self.config
@@ -161,9 +160,7 @@ class CellFlow(Method):
             self.ema.load_state_dict(state["ema"])
             opt.load_state_dict(state["optimizer"])
             step, losses = int(state["step"]), list(state["losses"])
-            g.set_state(state["torch_rng"])
-            torch.set_rng_state(state["global_torch_rng"])  # dropout draws from the global generator
-            np_rng.bit_generator.state = _np_state_from(state["numpy_rng"])
+            restore_rng(state, g, np_rng)
         t0, start = time.time(), step
         bar = tqdm(total=c.steps, initial=step, desc="cellflow training", unit="step")
         while step < c.steps:
@@ -171,13 +168,9 @@ class CellFlow(Method):
             pos = torch.randint(len(treated), (c.batch_size,), generator=g).numpy()
             pick = treated[pos]
             ctrl = data.paired_controls(pick, np_rng)
-            x1 = images[pick].float() / 127.5 - 1
-            x0 = images[ctrl].float() / 127.5 - 1
-            if c.flip_augment:  # same flips for the pair: a cell and its control are both orientation-free
-                if torch.rand(1, generator=g) < 0.5:
-                    x0, x1 = x0.flip(-1), x1.flip(-1)
-                if torch.rand(1, generator=g) < 0.5:
-                    x0, x1 = x0.flip(-2), x1.flip(-2)
+            x1, x0 = as_float(images[pick]), as_float(images[ctrl])
+            if c.flip_augment:
+                x0, x1 = random_flips(g, x0, x1)
             emb = emb_table[torch.from_numpy(target_pert[pos])]
             loss = self.loss(x0, x1, emb, g)
             opt.zero_grad(set_to_none=True)
@@ -194,8 +187,7 @@ class CellFlow(Method):
             if step % c.checkpoint_every == 0 or step == c.steps:
                 io.write_torch(ckpt, {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
                                       "optimizer": opt.state_dict(), "step": step, "losses": losses,
-                                      "torch_rng": g.get_state(), "global_torch_rng": torch.get_rng_state(),
-                                      "numpy_rng": _np_state_to(np_rng.bit_generator.state)})
+                                      **rng_state(g, np_rng)})
         bar.close()
         elapsed = time.time() - t0
         done = step - start
@@ -239,13 +231,3 @@ class CellFlow(Method):
         self.model.to(self._device())
         self.ema.to(self._device())
 
-
-def _np_state_to(state: dict) -> dict:
-    """numpy's PCG64 state holds 128-bit ints; keep them as strings for weights_only loading."""
-    return {"bit_generator": state["bit_generator"], "state": str(state["state"]["state"]),
-            "inc": str(state["state"]["inc"]), "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
-
-
-def _np_state_from(d: dict) -> dict:
-    return {"bit_generator": d["bit_generator"], "state": {"state": int(d["state"]), "inc": int(d["inc"])},
-            "has_uint32": d["has_uint32"], "uinteger": d["uinteger"]}

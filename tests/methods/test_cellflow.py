@@ -5,29 +5,22 @@ import pytest
 import torch
 
 from benchmark.errors import BenchmarkError
-from benchmark.method import GenerateRequest, TrainData, to_tensor
+from benchmark.method import to_tensor
 from methods.cellflow import CellFlow, CellFlowConfig
 from methods.cellflow.solver import GuidedField, integrate
 
 SMALL = dict(width=8, mults=(1, 2), blocks=1, attention=False, batch_size=8, lr=1e-3, checkpoint_every=5, ema_decay=0.9)
 
 
-def train_data(tiny_data) -> TrainData:
-    rows = tiny_data.train_rows()
-    return TrainData(images=tiny_data.images[rows], obs=tiny_data.obs.iloc[rows], control="DMSO",
-                     perturbations=tiny_data.train_perturbations(), embeddings=tiny_data.embeddings,
-                     channels=tiny_data.task.channels)
-
-
 @pytest.fixture(scope="module")
-def fitted(tiny_data, tmp_path_factory):
+def fitted(train_data, tmp_path_factory):
     m = CellFlow(CellFlowConfig(steps=60, **SMALL))
-    summary = m.fit(train_data(tiny_data), seed=0, workdir=tmp_path_factory.mktemp("cf"))
+    summary = m.fit(train_data, seed=0, workdir=tmp_path_factory.mktemp("cf"))
     return m, summary
 
 
-def test_training_lowers_the_loss_on_a_fixed_batch(tiny_data, tmp_path):
-    data = train_data(tiny_data)
+def test_training_lowers_the_loss_on_a_fixed_batch(train_data, tmp_path):
+    data = train_data
     m = CellFlow(CellFlowConfig(steps=1, **SMALL))
     m.fit(data, seed=0, workdir=tmp_path)
     rng = np.random.default_rng(0)
@@ -52,25 +45,18 @@ def test_fit_reports_a_falling_loss(fitted):
     assert summary["loss_last_50"] < summary["loss_first_50"]
 
 
-def request(tiny_data, perts):
-    rows = np.flatnonzero((tiny_data.obs["STATE"] == "control").to_numpy())[: len(perts)]
-    return GenerateRequest(controls=to_tensor(tiny_data.images[rows]), control_keys=tiny_data.obs["SAMPLE_KEY"].iloc[rows].tolist(),
-                           batches=["b"] * len(perts), target_batches=["b"] * len(perts), perturbations=perts,
-                           embeddings=torch.from_numpy(tiny_data.embed(perts)))
-
-
-def test_output_depends_on_the_condition(fitted, tiny_data):
+def test_output_depends_on_the_condition(fitted, make_request):
     m, _ = fitted
-    a = m.generate(request(tiny_data, ["taxol"] * 4), seed=0)
-    b = m.generate(request(tiny_data, ["chlorambucil"] * 4), seed=0)
+    a = m.generate(make_request(["taxol"] * 4), seed=0)
+    b = m.generate(make_request(["chlorambucil"] * 4), seed=0)
     assert (a - b).abs().max() > 1e-3
-    again = m.generate(request(tiny_data, ["taxol"] * 4), seed=0)
+    again = m.generate(make_request(["taxol"] * 4), seed=0)
     assert torch.equal(a, again)
 
 
-def test_cfg_alpha_one_is_the_conditional_prediction_and_alpha_mixes(fitted, tiny_data):
+def test_cfg_alpha_one_is_the_conditional_prediction_and_alpha_mixes(fitted, make_request):
     m, _ = fitted
-    req = request(tiny_data, ["taxol", "camptothecin"])
+    req = make_request(["taxol", "camptothecin"])
     x, t = req.controls, torch.tensor(0.3)
     net = m.ema.eval()
     with torch.no_grad():
@@ -81,9 +67,9 @@ def test_cfg_alpha_one_is_the_conditional_prediction_and_alpha_mixes(fitted, tin
         assert not torch.allclose(vc, vu, atol=1e-4)
 
 
-def test_reverse_of_forward_returns_the_input_at_high_nfe(fitted, tiny_data):
+def test_reverse_of_forward_returns_the_input_at_high_nfe(fitted, make_request):
     m, _ = fitted
-    req = request(tiny_data, ["taxol", "etoposide"])
+    req = make_request(["taxol", "etoposide"])
     field = m.field(req.embeddings)
     x1, _ = integrate(field, req.controls, "rk4", nfe=200)
     back, _ = integrate(field, x1, "rk4", nfe=200, reverse=True)
@@ -93,8 +79,8 @@ def test_reverse_of_forward_returns_the_input_at_high_nfe(fitted, tiny_data):
     assert torch.equal(frames[0.0], req.controls)
 
 
-def test_killed_run_resumes_to_the_same_step_and_weights(tiny_data, tmp_path):
-    data = train_data(tiny_data)
+def test_killed_run_resumes_to_the_same_step_and_weights(train_data, tmp_path):
+    data = train_data
     full = CellFlow(CellFlowConfig(steps=20, **SMALL))
     full.fit(data, seed=3, workdir=tmp_path / "full")
     # "killed" after its step-10 checkpoint, then started again in the same workdir
@@ -109,17 +95,17 @@ def test_killed_run_resumes_to_the_same_step_and_weights(tiny_data, tmp_path):
     assert not list((tmp_path / "cut").glob("*.tmp"))
 
 
-def test_save_load_round_trip(fitted, tiny_data, tmp_path):
+def test_save_load_round_trip(fitted, make_request, tmp_path):
     m, _ = fitted
     m.save(tmp_path)
     other = CellFlow(m.config)
     other.load(tmp_path)
-    req = request(tiny_data, ["taxol", "etoposide"])
+    req = make_request(["taxol", "etoposide"])
     assert torch.equal(m.generate(req, seed=0), other.generate(req, seed=0))
 
 
-def test_compound_without_embedding_is_a_clear_error(tiny_data, tmp_path):
-    data = train_data(tiny_data)
+def test_compound_without_embedding_is_a_clear_error(train_data, tmp_path):
+    data = train_data
     data = dataclasses.replace(data, embeddings=data.embeddings.drop(index="taxol"))
     with pytest.raises(BenchmarkError, match="perturbation 'taxol' has no embedding"):
         CellFlow(CellFlowConfig(steps=1, **SMALL)).fit(data, seed=0, workdir=tmp_path)

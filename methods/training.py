@@ -1,0 +1,52 @@
+"""Training plumbing shared by the built-in methods: devices, batches, and RNG state in checkpoints.
+
+A checkpoint that resumes *exactly* must carry every generator a training loop
+draws from (the loop's torch generator, torch's global generator for dropout,
+the numpy generator that pairs controls). numpy's PCG64 state holds 128-bit
+integers, which `torch.load(weights_only=True)` cannot read back, so they travel
+as strings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def as_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 in [-1, 1]."""
+    return images.float() / 127.5 - 1
+
+
+def random_flips(g: torch.Generator, *batches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The same random horizontal/vertical flips for every tensor: cells have no orientation."""
+    if torch.rand(1, generator=g) < 0.5:
+        batches = tuple(b.flip(-1) for b in batches)
+    if torch.rand(1, generator=g) < 0.5:
+        batches = tuple(b.flip(-2) for b in batches)
+    return batches
+
+
+def rng_state(g: torch.Generator, np_rng: np.random.Generator) -> dict[str, Any]:
+    s = np_rng.bit_generator.state
+    return {"torch_rng": g.get_state(), "global_torch_rng": torch.get_rng_state(),
+            "numpy_rng": {"bit_generator": s["bit_generator"], "state": str(s["state"]["state"]),
+                          "inc": str(s["state"]["inc"]), "has_uint32": int(s["has_uint32"]),
+                          "uinteger": int(s["uinteger"])}}
+
+
+def restore_rng(state: dict[str, Any], g: torch.Generator, np_rng: np.random.Generator) -> None:
+    g.set_state(state["torch_rng"])
+    torch.set_rng_state(state["global_torch_rng"])
+    d = state["numpy_rng"]
+    np_rng.bit_generator.state = {"bit_generator": d["bit_generator"],
+                                  "state": {"state": int(d["state"]), "inc": int(d["inc"])},
+                                  "has_uint32": d["has_uint32"], "uinteger": d["uinteger"]}

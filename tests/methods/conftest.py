@@ -1,0 +1,31 @@
+"""Fixtures shared by the method tests: the tiny screen as TrainData and translation requests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.method import GenerateRequest, TrainData, to_tensor
+
+
+@pytest.fixture(scope="session")
+def train_data(tiny_data) -> TrainData:
+    rows = tiny_data.train_rows()
+    return TrainData(images=tiny_data.images[rows], obs=tiny_data.obs.iloc[rows], control="DMSO",
+                     perturbations=tiny_data.train_perturbations(), embeddings=tiny_data.embeddings,
+                     channels=tiny_data.task.channels)
+
+
+@pytest.fixture(scope="session")
+def make_request(tiny_data):
+    """make_request(["taxol", ...]): the first control images translated to these perturbations."""
+
+    def make(perts: list[str]) -> GenerateRequest:
+        rows = np.flatnonzero((tiny_data.obs["STATE"] == "control").to_numpy())[: len(perts)]
+        return GenerateRequest(controls=to_tensor(tiny_data.images[rows]),
+                               control_keys=tiny_data.obs["SAMPLE_KEY"].iloc[rows].tolist(),
+                               batches=["b"] * len(perts), target_batches=["b"] * len(perts), perturbations=perts,
+                               embeddings=torch.from_numpy(tiny_data.embed(perts)))
+
+    return make

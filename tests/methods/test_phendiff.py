@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+import torch
+
+from benchmark.method import to_tensor
+from methods.phendiff import PhenDiff, PhenDiffConfig
+from methods.phendiff.model import CONTROL, NULL, PERTURBATION
+
+SMALL = dict(widths=(16, 32), layers_per_block=1, norm_num_groups=8, batch_size=8, lr=1e-3, warmup_steps=5,
+             checkpoint_every=5, inversion_steps=10, generation_steps=10)
+
+
+@pytest.fixture(scope="module")
+def fitted(train_data, tmp_path_factory):
+    m = PhenDiff(PhenDiffConfig(steps=80, **SMALL))
+    summary = m.fit(train_data, seed=0, workdir=tmp_path_factory.mktemp("pd"))
+    return m, summary
+
+
+def test_schedule_is_the_published_one():
+    s = PhenDiff(PhenDiffConfig()).scheduler()
+    assert s.config.num_train_timesteps == 3000 and s.config.prediction_type == "v_prediction"
+    assert s.config.timestep_spacing == "trailing" and s.config.rescale_betas_zero_snr
+    assert s.alphas_cumprod[-1] < 1e-6  # zero terminal SNR
+    s.set_timesteps(100)
+    assert int(s.timesteps[0]) == 2999
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch(train_data, tmp_path):
+    m = PhenDiff(PhenDiffConfig(steps=1, **SMALL))
+    m.fit(train_data, seed=0, workdir=tmp_path)
+    x0 = to_tensor(train_data.images[:8])
+    emb = torch.from_numpy(train_data.embedding_matrix([train_data.perturbations[0]] * 8))
+    kind = torch.full((8,), PERTURBATION)
+    opt = torch.optim.Adam(m.model.parameters(), lr=1e-3)
+    fixed = lambda: m.loss(x0, emb, kind, torch.Generator().manual_seed(1))
+    before = fixed().item()
+    for _ in range(30):
+        loss = fixed()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert fixed().item() < 0.7 * before
+
+
+def test_fit_reports_a_falling_loss(fitted):
+    _, summary = fitted
+    assert summary["steps"] == 80
+    assert summary["loss_last_50"] < summary["loss_first_50"]
+
+
+class GaussianDenoiser:
+    """The exact v-prediction when every pixel is N(mu, s^2): E[x0 | x_t] is linear in x_t."""
+
+    def __init__(self, scheduler, mu: float, s: float) -> None:
+        self.a, self.mu, self.s2 = scheduler.alphas_cumprod, mu, s * s
+
+    def __call__(self, x, t, emb, kind):
+        a = self.a[t.long()].view(-1, 1, 1, 1).to(x)
+        x0 = self.mu + a.sqrt() * self.s2 / (a * self.s2 + 1 - a) * (x - a.sqrt() * self.mu)
+        eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+        return a.sqrt() * eps - (1 - a).sqrt() * x0
+
+
+def test_inversion_is_exact_in_the_limit_for_the_exact_denoiser():
+    """Tests the plumbing (timestep pairing, the latent used as is) apart from any training error."""
+    m = PhenDiff(PhenDiffConfig())
+    m._net = lambda: GaussianDenoiser(m.scheduler(), mu=0.1, s=0.2)
+    x = 0.1 + 0.2 * torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    emb, kind = torch.zeros(4, 2), torch.full((4,), CONTROL)
+    errors = {}
+    for steps in (10, 100, 1000):
+        latent = m.invert(x, emb, kind, steps=steps)
+        errors[steps] = (m.regenerate(latent, emb, kind, steps=steps, guidance=1.0) - x).abs().max().item()
+    assert errors[1000] < 2e-2 and errors[1000] < errors[100] < errors[10]
+    assert (latent - x).std() > 0.5  # it did go to noise
+
+
+def test_trained_model_reconstructs_a_control_closer_than_any_other_cell(fitted, make_request):
+    """Stated bound for a barely trained model (80 steps), 25 + 25 steps: RMSE below half the
+    RMSE between two different control cells. A fully trained model does far better."""
+    m, _ = fitted
+    req = make_request(["taxol"] * 4)
+    kind = torch.full((4,), CONTROL)
+    back = m.regenerate(m.invert(req.controls, req.embeddings, kind, steps=25), req.embeddings, kind, steps=25)
+    rmse = (back - req.controls).pow(2).mean().sqrt().item()
+    spread = (req.controls - req.controls.roll(1, 0)).pow(2).mean().sqrt().item()
+    assert rmse < 0.5 * spread
+
+
+def test_outputs_differ_between_perturbations_and_are_deterministic(fitted, make_request):
+    m, _ = fitted
+    a = m.generate(make_request(["taxol"] * 3), seed=0)
+    b = m.generate(make_request(["chlorambucil"] * 3), seed=0)
+    assert a.shape == (3, 3, 32, 32) and a.abs().max() <= 1
+    assert (a - b).abs().max() > 1e-3
+    assert torch.equal(a, m.generate(make_request(["taxol"] * 3), seed=0))
+
+
+def test_classes_control_and_null_are_distinct_conditions(fitted, make_request):
+    m, _ = fitted
+    req = make_request(["taxol"] * 2)
+    net = m._net()
+    t = torch.full((2,), 1500)
+    with torch.no_grad():
+        outs = [net(req.controls, t, req.embeddings, torch.full((2,), k)) for k in (PERTURBATION, CONTROL, NULL)]
+    assert all((outs[i] - outs[j]).abs().max() > 1e-5 for i, j in ((0, 1), (0, 2), (1, 2)))
+
+
+def test_killed_run_resumes_to_the_same_weights(train_data, tmp_path):
+    full = PhenDiff(PhenDiffConfig(steps=10, **SMALL))
+    full.fit(train_data, seed=3, workdir=tmp_path / "full")
+    PhenDiff(PhenDiffConfig(steps=5, **SMALL)).fit(train_data, seed=3, workdir=tmp_path / "cut")
+    resumed = PhenDiff(PhenDiffConfig(steps=10, **SMALL))
+    assert resumed.fit(train_data, seed=3, workdir=tmp_path / "cut")["steps"] == 10
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(full.ema.shadow_params, resumed.ema.shadow_params):
+        assert torch.equal(a, b)
+
+
+def test_save_load_round_trip(fitted, make_request, tmp_path):
+    m, _ = fitted
+    m.save(tmp_path)
+    other = PhenDiff(m.config)
+    other.load(tmp_path)
+    req = make_request(["taxol", "etoposide"])
+    assert torch.equal(m.generate(req, seed=0), other.generate(req, seed=0))
