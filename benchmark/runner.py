@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata as md
+import json
 import platform
 import random
 import time
@@ -44,6 +45,7 @@ class RunConfig:
     inception_weights: Path | None = None
     generate_batch: int = 64
     workdir: Path | None = None  # persistent training dir: a killed run restarted with it resumes
+    from_run: Path | None = None  # score the model of this stored run instead of training (e.g. trained on a GPU)
 
 
 def seed_everything(seed: int) -> None:
@@ -62,8 +64,29 @@ def versions() -> dict[str, str]:
     return out
 
 
-def resolve_method(name: str, profile: str | None, overrides: list[str]) -> tuple[type[Method], Any]:
+def stored_run(run_dir: Path, need_model: bool = True) -> dict[str, Any]:
+    """The manifest of a recorded run (whose `model/` can be loaded again, with need_model)."""
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        raise BenchmarkError(f"{run_dir}: not a run directory (no manifest.json)")
+    manifest = json.loads(path.read_text())
+    if need_model and not (Path(run_dir) / "model").is_dir():
+        raise BenchmarkError(f"{run_dir}: the run stored no model/ directory")
+    return manifest
+
+
+def resolve_method(name: str, profile: str | None, overrides: list[str],
+                   from_run: Path | None = None) -> tuple[type[Method], Any]:
     cls = METHODS.get(name)
+    if from_run is not None:
+        # the stored run's resolved config is the base, so the architecture matches its weights;
+        # --set may still change what does not touch the weights (solver, nfe, guidance, ...)
+        manifest = stored_run(from_run)
+        if manifest["method"] != name:
+            raise BenchmarkError(f"{from_run}: the stored run is of method {manifest['method']!r}, not {name!r}")
+        if profile is not None:
+            raise BenchmarkError("--profile cannot be combined with --from-run: the stored config is the base; use --set")
+        return cls, config_from_overrides(cls.Config, manifest["config"], overrides)
     if profile is not None and profile not in cls.profiles:
         raise BenchmarkError(f"method {name} has no profile {profile!r}; available: {', '.join(cls.profiles) or 'none'}")
     base = cls.profiles.get(profile) if profile else cls.profiles.get("default")
@@ -104,7 +127,7 @@ def generate_all(method: Method, data, plan, seed: int, batch: int) -> np.ndarra
 def run(cfg: RunConfig) -> Path:
     """Execute one run and return its directory in the store."""
     task = TASKS.get(cfg.task)
-    cls, config = resolve_method(cfg.method, cfg.profile, cfg.overrides)
+    cls, config = resolve_method(cfg.method, cfg.profile, cfg.overrides, cfg.from_run)
     check_capabilities(cls, task)
     # fail before any training on what can be checked now: feature spaces and weights files
     from benchmark.metrics.features import EXTRACTORS
@@ -129,7 +152,14 @@ def run(cfg: RunConfig) -> Path:
                           channels=task.channels, pairing=task.pairing)
         method = cls(config)
         t_fit = time.time()
-        fit_summary = method.fit(train, seed=cfg.seed, workdir=cfg.workdir or stage / "work") or {}
+        if cfg.from_run is None:
+            fit_summary = method.fit(train, seed=cfg.seed, workdir=cfg.workdir or stage / "work") or {}
+        else:
+            method.load(Path(cfg.from_run) / "model")
+            trained = stored_run(cfg.from_run)
+            fit_summary = {"from_run": trained["run_id"], "trained_on": trained["task"]["name"],
+                           "model_sha256": {p.name: io.sha256_file(p) for p in sorted((Path(cfg.from_run) / "model").iterdir())},
+                           "trained_with": trained.get("fit", {}), "trained_git_sha": trained.get("git_sha")}
         t_fit = time.time() - t_fit
         method.save(stage / "model")
         plan = data.eval_plan()

@@ -18,6 +18,7 @@ from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.method import to_tensor, to_uint8
 from benchmark.registry import METHODS, TASKS
+from benchmark.runner import stored_run
 
 
 def _display(images: np.ndarray) -> np.ndarray:
@@ -35,13 +36,11 @@ def strip(states: dict[float, torch.Tensor]) -> np.ndarray:
 
 def trajectories(run_dir: Path, perturbation: str, frames: tuple[float, ...], n: int, data_dir: Path,
                  out: Path, seed: int = 0) -> list[Path]:
-    manifest_path = Path(run_dir) / "manifest.json"
-    if not manifest_path.is_file():
-        raise BenchmarkError(f"{run_dir}: not a run directory (no manifest.json)")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = stored_run(run_dir, need_model=False)
     cls = METHODS.get(manifest["method"])
     if not callable(getattr(cls, "trajectory", None)):
         raise BenchmarkError(f"method {cls.name} has no trajectories (only flow methods such as cellflow do)")
+    stored_run(run_dir)
     method = cls(cls.Config(**manifest["config"]))
     method.load(Path(run_dir) / "model")
     data = TASKS.get(manifest["task"]["name"]).load(data_dir)

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -71,3 +72,22 @@ def test_bad_input_gives_one_line_error(args, needle, capsys, tmp_path, data_dir
 def test_report_without_runs_is_a_clear_error(capsys, tmp_path):
     code, out, err = run_cli(capsys, "report", "--runs", str(tmp_path / "empty"), "--results", str(tmp_path / "r"))
     assert code == 2 and "no completed runs found" in err
+
+
+def test_a_stored_model_is_scored_again_without_training(cellflow_run, data_dir, tmp_path, capsys):
+    """--from-run loads model/ and the stored config: same images as the original run, nothing trained."""
+    out = tmp_path / "runs"
+    assert main(["run", "--method", "cellflow", "--task", "synthetic-tiny", "--out", str(out), "--data-dir",
+                 str(data_dir), "--features", "tiny", "--from-run", str(cellflow_run)]) == 0
+    (again,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    assert np.array_equal(np.load(again / "generated.npy"), np.load(cellflow_run / "generated.npy"))
+    manifest = json.loads((again / "manifest.json").read_text())
+    original = json.loads((cellflow_run / "manifest.json").read_text())
+    assert manifest["fit"]["from_run"] == original["run_id"] and manifest["config"] == original["config"]
+    assert set(manifest["fit"]["model_sha256"]) == {"cellflow.pt", "config.json"}
+    # a sampling option may change; the method must match the stored run's
+    assert main(["run", "--method", "cellflow", "--task", "synthetic-tiny", "--out", str(out), "--data-dir",
+                 str(data_dir), "--features", "tiny", "--from-run", str(cellflow_run), "--set", "nfe=4"]) == 0
+    assert main(["run", "--method", "identity", "--task", "synthetic-tiny", "--out", str(out), "--data-dir",
+                 str(data_dir), "--features", "tiny", "--from-run", str(cellflow_run)]) == 2
+    assert "is of method 'cellflow', not 'identity'" in capsys.readouterr().err

@@ -8,19 +8,6 @@ from PIL import Image
 
 from benchmark.cli import main
 
-TINY_CELLFLOW = ["--set", "steps=4", "--set", "width=8", "--set", "mults=1,2", "--set", "attention=false",
-                 "--set", "batch_size=4", "--set", "nfe=2"]
-
-
-@pytest.fixture(scope="module")
-def cellflow_run(tmp_path_factory, data_dir):
-    runs = tmp_path_factory.mktemp("runs")
-    assert main(["run", "--method", "cellflow", "--task", "synthetic-tiny", "--out", str(runs), "--data-dir",
-                 str(data_dir), "--features", "tiny", *TINY_CELLFLOW]) == 0
-    (run,) = [p for p in runs.iterdir() if not p.name.startswith(".")]
-    return run
-
-
 def test_forward_and_reverse_strips(cellflow_run, data_dir, tmp_path, tiny_data):
     code = main(["trajectory", str(cellflow_run), "--perturbation", "taxol", "--frames", "0,0.5,1", "--n", "3",
                  "--data-dir", str(data_dir), "--out", str(tmp_path)])
