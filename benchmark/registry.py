@@ -77,9 +77,10 @@ def _builtin_methods() -> dict[str, Any]:
 
 
 def _builtin_tasks() -> dict[str, Any]:
+    from tasks.published import published_tasks
     from tasks.synthetic import builtin_tasks
 
-    return {t.name: t for t in builtin_tasks()}
+    return {t.name: t for t in [*builtin_tasks(), *published_tasks()]}
 
 
 METHODS: Registry = Registry("method", METHOD_GROUP, _builtin_methods)

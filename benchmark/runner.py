@@ -46,6 +46,7 @@ class RunConfig:
     generate_batch: int = 64
     workdir: Path | None = None  # persistent training dir: a killed run restarted with it resumes
     from_run: Path | None = None  # score the model of this stored run instead of training (e.g. trained on a GPU)
+    channel_rule: str | None = None  # override the task's channel rule (recorded with every number)
 
 
 def seed_everything(seed: int) -> None:
@@ -127,6 +128,10 @@ def generate_all(method: Method, data, plan, seed: int, batch: int) -> np.ndarra
 def run(cfg: RunConfig) -> Path:
     """Execute one run and return its directory in the store."""
     task = TASKS.get(cfg.task)
+    if cfg.channel_rule is not None:
+        from benchmark.metrics.channels import get_rule
+
+        task = dataclasses.replace(task, channel_rule=get_rule(cfg.channel_rule).name)
     cls, config = resolve_method(cfg.method, cfg.profile, cfg.overrides, cfg.from_run)
     check_capabilities(cls, task)
     # fail before any training on what can be checked now: feature spaces and weights files

@@ -8,7 +8,6 @@ its manifest, so a strip is reproducible from the store alone.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

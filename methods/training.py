@@ -44,8 +44,9 @@ def rng_state(g: torch.Generator, np_rng: np.random.Generator) -> dict[str, Any]
 
 
 def restore_rng(state: dict[str, Any], g: torch.Generator, np_rng: np.random.Generator) -> None:
-    g.set_state(state["torch_rng"])
-    torch.set_rng_state(state["global_torch_rng"])
+    # a checkpoint loaded with map_location="cuda" brings the byte states along; generators want them on the CPU
+    g.set_state(state["torch_rng"].cpu())
+    torch.set_rng_state(state["global_torch_rng"].cpu())
     d = state["numpy_rng"]
     np_rng.bit_generator.state = {"bit_generator": d["bit_generator"],
                                   "state": {"state": int(d["state"]), "inc": int(d["inc"])},

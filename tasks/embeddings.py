@@ -60,4 +60,4 @@ def lookup(table: pd.DataFrame, names: list[str], source: str) -> np.ndarray:
     missing = [n for n in dict.fromkeys(names) if n not in table.index]
     if missing:
         raise BenchmarkError(f"{source}: perturbation {missing[0]!r} has no embedding ({len(missing)} missing in all)")
-    return table.loc[names].to_numpy(np.float32)
+    return table.loc[names].to_numpy(np.float32, copy=True)

@@ -12,7 +12,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from benchmark.errors import BenchmarkError
 
@@ -74,7 +73,8 @@ def read_metadata(path: Path, required: Sequence[str] = REQUIRED_COLUMNS) -> pd.
         raise BenchmarkError(f"{path}: SAMPLE_KEY {df['SAMPLE_KEY'][dup].iloc[0]!r} appears twice")
     df["STATE"] = normalise_state(df["STATE"], str(path))
     for col in ("BATCH", "PLATE", "CPD_NAME", "ANNOT", "SPLIT"):
-        df[col] = df[col].astype(str)
+        if col in df.columns:
+            df[col] = df[col].astype(str)
     bad_split = ~df["SPLIT"].isin(["train", "test"])
     if bad_split.any():
         raise BenchmarkError(f"{path}: row {int(np.flatnonzero(bad_split)[0])} has SPLIT {df['SPLIT'][bad_split].iloc[0]!r}; expected train or test")
@@ -96,15 +96,3 @@ def load_crop(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
             raise BenchmarkError(f"{path}: crop contains NaN/inf; expected uint8 0-255")
         raise BenchmarkError(f"{path}: crop has dtype {arr.dtype}; expected uint8")
     return arr
-
-
-def load_crops(root: Path, keys: Sequence[str], rule: Callable[[str], str], shape: tuple[int, int, int], desc: str = "loading crops") -> np.ndarray:
-    """All crops of `keys` as one (N, H, W, C) uint8 array."""
-    out = np.empty((len(keys), *shape), dtype=np.uint8)
-    for i, key in enumerate(tqdm(keys, desc=desc, unit="crop", leave=False, disable=len(keys) < 2000)):
-        try:
-            rel = rule(key)
-        except ValueError as e:
-            raise BenchmarkError(f"SAMPLE_KEY {key!r}: {e}") from None
-        out[i] = load_crop(Path(root) / rel, shape)
-    return out

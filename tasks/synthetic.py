@@ -12,25 +12,32 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .embeddings import read_embedding_csv
-from .impa_format import bbbc021_path, load_crops, read_metadata
+from .impa_format import bbbc021_path
+from .layouts import Layout
+from .packed import load_packed, pack
 from .screen import (CHANNELS, COUNTERFACTUAL_INDEX, COUNTERFACTUALS, EMBEDDINGS, METADATA, OOD_COMPOUNDS,
                      ScreenConfig, screen_dir, simulate)
 from .task import Task, TaskData
 
 
+def screen_layout(config: ScreenConfig) -> Layout:
+    """The simulated screen is written in BBBC021's layout, at the screen directory's root."""
+    return Layout(name="synthetic", key_rule=bbbc021_path, images=".", metadata=(METADATA,), embeddings=(EMBEDDINGS,),
+                  channels=CHANNELS, image_size=config.image_size)
+
+
 def load_screen(data_dir: Path, config: ScreenConfig) -> TaskData:
+    """Simulate (once), pack (once) through the same path as real data, then read the packed store."""
     root = simulate(screen_dir(data_dir, config), config)
-    obs = read_metadata(root / METADATA)
-    size = config.image_size
-    images = load_crops(root, obs["SAMPLE_KEY"].tolist(), bbbc021_path, (size, size, len(CHANNELS)))
+    p = load_packed(pack(screen_layout(config), root, root / "packed"))
     return TaskData(
-        images=images,
-        obs=obs,
-        embeddings=read_embedding_csv(root / EMBEDDINGS),
+        images=p.images,
+        obs=p.obs,
+        embeddings=p.embeddings,
         source=str(root),
         counterfactuals=np.load(root / COUNTERFACTUALS, mmap_mode="r"),
         counterfactual_index=pd.read_csv(root / COUNTERFACTUAL_INDEX),
+        sha256=p.obs["SHA256"].tolist(),
     )
 
 
@@ -39,7 +46,7 @@ def synthetic_task(variant: str = "", size: str = "default", seed: int = 0) -> T
     suffix = f"-{variant}" if variant else ""
     sized = "" if size == "default" else f"-{size}"
     common = dict(version="1", dataset=f"simulated screen ({size}, seed {seed})", channels=CHANNELS,
-                  image_size=config.image_size, loader=partial(load_screen, config=config))
+                  image_size=config.image_size, layout="synthetic", loader=partial(load_screen, config=config))
     if variant == "":
         return Task(name=f"synthetic{sized}", description="simulated chemical screen, same-batch controls", **common)
     if variant == "ood":

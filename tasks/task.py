@@ -42,6 +42,7 @@ class Task:
     eval_only_heldout: bool = False
     max_eval_per_perturbation: int | None = None
     channel_rule: str = "rgb"
+    layout: str = ""  # the on-disk layout `prepare` packs for this task (tasks/layouts.py)
     eval_seed: int = 0
 
     def spec(self) -> dict:
@@ -85,6 +86,8 @@ class TaskData:
     source: str  # where the data came from, for messages
     counterfactuals: np.ndarray | None = None  # (M, H, W, C) uint8, simulated screens only
     counterfactual_index: pd.DataFrame | None = None  # SAMPLE_KEY, CPD_NAME per row of counterfactuals
+    eval_subset: list[str] | None = None  # evaluate only these (RxRx1 / JUMP: a fixed, seeded 100)
+    sha256: list[str] | None = None  # per-crop pixel digests recorded when the store was packed
     task: Task | None = None
 
     def validate(self) -> None:
@@ -98,7 +101,7 @@ class TaskData:
             raise BenchmarkError(f"{self.source}: crops are {h}x{w}; task {t.name} expects {t.image_size}x{t.image_size}")
         if len(self.obs) != n:
             raise BenchmarkError(f"{self.source}: {len(self.obs)} metadata rows for {n} images")
-        perts = sorted(set(self.obs["CPD_NAME"]))
+        perts = sorted(set(self.obs["CPD_NAME"]) - {t.control})  # the control is a start, never a condition
         lookup(self.embeddings, perts, f"{self.source} embeddings")
         if t.control not in set(self.obs["CPD_NAME"]):
             raise BenchmarkError(f"{self.source}: no control images (CPD_NAME == {t.control!r})")
@@ -131,6 +134,8 @@ class TaskData:
         test = set(self.obs["CPD_NAME"].iloc[self.rows("test", "trt")])
         if self.task.eval_only_heldout:
             test &= set(self.task.heldout)
+        if self.eval_subset is not None:
+            test &= set(self.eval_subset)
         return sorted(test)
 
     def embed(self, names: list[str]) -> np.ndarray:
@@ -139,7 +144,7 @@ class TaskData:
     def split_manifest(self) -> pd.DataFrame:
         """SAMPLE_KEY, SPLIT, role and pixel sha256 per image: the task's exact split."""
         role = np.where(self.obs["CPD_NAME"].isin(self.task.heldout), "heldout", self.obs["SPLIT"])
-        digests = [hashlib.sha256(self.images[i].tobytes()).hexdigest() for i in range(len(self.obs))]
+        digests = self.sha256 or [hashlib.sha256(self.images[i].tobytes()).hexdigest() for i in range(len(self.obs))]
         return pd.DataFrame({"SAMPLE_KEY": self.obs["SAMPLE_KEY"].to_numpy(), "SPLIT": self.obs["SPLIT"].to_numpy(),
                              "ROLE": role, "CPD_NAME": self.obs["CPD_NAME"].to_numpy(), "SHA256": digests})
 

@@ -7,7 +7,7 @@ import torch
 from benchmark.errors import BenchmarkError
 from benchmark.method import to_tensor
 from methods.cellflow import CellFlow, CellFlowConfig
-from methods.cellflow.solver import GuidedField, integrate
+from methods.cellflow.solver import integrate
 
 SMALL = dict(width=8, mults=(1, 2), blocks=1, attention=False, batch_size=8, lr=1e-3, checkpoint_every=5, ema_decay=0.9)
 

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from benchmark.errors import BenchmarkError
-from tasks.impa_format import bbbc021_path, cpg0000_path, load_crop, load_crops, read_metadata, rxrx1_path
+from tasks.impa_format import bbbc021_path, cpg0000_path, load_crop, read_metadata, rxrx1_path
 
 
 def test_sample_key_rules_follow_the_published_layouts():
@@ -59,4 +59,4 @@ def test_bad_crops_are_named(tmp_path):
     with pytest.raises(BenchmarkError, match="trunc.npy: unreadable .npy"):
         load_crop(trunc, (8, 8, 3))
     with pytest.raises(BenchmarkError, match="Week1/P1/1_1_1.0.npy: crop file not found"):
-        load_crops(tmp_path, ["Week1_P1_1_1_1.0"], bbbc021_path, (8, 8, 3))
+        load_crop(tmp_path / bbbc021_path("Week1_P1_1_1_1.0"), (8, 8, 3))

@@ -1,13 +1,11 @@
 import hashlib
 
 import numpy as np
-import pytest
 
 from benchmark.metrics.features import Morphology
 from tasks.compounds import bbbc021_compounds
-from tasks.screen import (CHANNELS, METADATA, NEUTRAL, Cell, Plate, ScreenConfig, _cell_rng, compound_effect, render,
+from tasks.screen import (CHANNELS, NEUTRAL, Cell, Plate, ScreenConfig, _cell_rng, compound_effect, render,
                           simulate)
-from tasks.impa_format import read_metadata
 
 
 def tree_digest(root):

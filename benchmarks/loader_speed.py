@@ -1,0 +1,64 @@
+"""Images/s of the packed store against per-file `np.load`, on the same fixture (a benchmark, not a test).
+
+    python benchmarks/loader_speed.py [--layout bbbc021] [--per-group 250] [--batch 64] [--batches 200]
+
+Writes a fixture in the published layout under a temp dir, packs it with the
+same code as `prepare`, then reads the same random batches both ways. Both
+paths read from the page cache after the first pass, so the figure is the
+per-crop overhead (open, header parse, small read) that packing removes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tasks.fixtures import write_fixture
+from tasks.layouts import LAYOUTS
+from tasks.packed import load_packed, pack
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--layout", default="bbbc021", choices=sorted(LAYOUTS))
+    p.add_argument("--per-group", type=int, default=250)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batches", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    lay = LAYOUTS[args.layout]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = write_fixture(Path(tmp) / "src", args.layout, per_group=args.per_group, seed=args.seed)
+        t0 = time.perf_counter()
+        store = load_packed(pack(lay, src, Path(tmp) / "packed"))
+        t_pack = time.perf_counter() - t0
+        n = len(store.obs)
+        files = [src / lay.images / f for f in store.obs["FILE"]]
+        rng = np.random.default_rng(args.seed)
+        batches = [np.sort(rng.choice(n, args.batch, replace=False)) for _ in range(args.batches)]
+        for rows in batches[:5]:  # warm both paths alike
+            store.images[rows]
+            [np.load(files[i]) for i in rows]
+        t0 = time.perf_counter()
+        for rows in batches:
+            a = np.asarray(store.images[rows])
+        packed_rate = args.batches * args.batch / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for rows in batches:
+            b = np.stack([np.load(files[i]) for i in rows])
+        file_rate = args.batches * args.batch / (time.perf_counter() - t0)
+        assert np.array_equal(a, b)
+        print(f"layout={args.layout} crops={n} shape={tuple(store.images.shape[1:])} batch={args.batch} "
+              f"batches={args.batches} seed={args.seed}")
+        print(f"pack: {n / t_pack:.0f} crops/s ({t_pack:.1f} s)")
+        print(f"packed memmap: {packed_rate:,.0f} img/s")
+        print(f"per-file np.load: {file_rate:,.0f} img/s")
+        print(f"speed-up: {packed_rate / file_rate:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Tasks on the published datasets: BBBC021, RxRx1 and JUMP (cpg0000).
+
+Each reads the packed store `data/<layout>/` written by
+`python -m benchmark prepare TASK --source DIR`; where it is missing, loading
+says what to download and the exact command to run.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from benchmark.errors import BenchmarkError
+
+from .layouts import LAYOUTS
+from .packed import is_packed, load_packed
+from .task import Task, TaskData
+
+# the BBBC021 compounds CellFlux holds out (Table 2b / 4)
+BBBC021_OOD = ("docetaxel", "AZ841", "cytochalasin D", "simvastatin", "cyclohexamide", "latrunculin B",
+               "epothilone B", "lactacystin")
+
+DOWNLOAD = {
+    "bbbc021": "IMPA_reproducibility.zip from Zenodo record 8307629 (~12.5 GB), unzipped",
+    "rxrx1": "IMPA_reproducibility.zip from Zenodo record 8307629 (~12.5 GB), unzipped",
+    "cpg0000": "IMPA_reproducibility.zip from Zenodo record 8307629 (~12.5 GB), unzipped "
+               "(metadata_large_gene2vec.csv may be missing from it: IMPA issue #5, on figshare)",
+}
+
+
+def store_dir(data_dir: Path, layout: str) -> Path:
+    return Path(data_dir) / layout
+
+
+def load_published(data_dir: Path, layout: str, task_name: str) -> TaskData:
+    dest = store_dir(data_dir, layout)
+    if not is_packed(dest):
+        raise BenchmarkError(
+            f"task {task_name}: no prepared data at {dest}. Download {DOWNLOAD[layout]}, then run: "
+            f"python -m benchmark prepare {task_name} --source <unzipped>/IMPA_sources --data-dir {data_dir}")
+    p = load_packed(dest)
+    return TaskData(images=p.images, obs=p.obs, embeddings=p.embeddings, source=str(dest),
+                    eval_subset=p.eval_perturbations, sha256=p.obs["SHA256"].tolist())
+
+
+def published_tasks() -> list[Task]:
+    def common(layout: str, name: str) -> dict:
+        lay = LAYOUTS[layout]
+        return dict(version="1", layout=layout, channels=lay.channels, image_size=lay.image_size, control=lay.control,
+                    loader=partial(load_published, layout=layout, task_name=name))
+
+    bbbc = "BBBC021 single-cell crops, 96 px (IMPA's preprocessing)"
+    return [
+        Task(name="bbbc021", dataset=bbbc, description="chemical perturbations, same-batch controls",
+             **common("bbbc021", "bbbc021")),
+        Task(name="bbbc021-ood", dataset=bbbc, description="8 compounds removed from training, evaluated zero-shot",
+             heldout=BBBC021_OOD, eval_only_heldout=True, **common("bbbc021", "bbbc021-ood")),
+        Task(name="bbbc021-batchswap", dataset=bbbc, description="controls taken from another plate than the target",
+             pairing="other-batch", **common("bbbc021", "bbbc021-batchswap")),
+        Task(name="rxrx1", dataset="RxRx1 (U2OS siRNA), 96 px, 6 channels",
+             description="genetic perturbations; a fixed seeded set of 100 evaluated", channel_rule="rgbmix",
+             **common("rxrx1", "rxrx1")),
+        Task(name="jump", dataset="JUMP cpg0000 pilot (U2OS; compound, CRISPR, ORF), 96 px, 5 channels",
+             description="chemical and genetic perturbations; a fixed seeded set of 100 evaluated",
+             channel_rule="first3", **common("cpg0000", "jump")),
+    ]
