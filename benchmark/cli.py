@@ -1,4 +1,4 @@
-"""`python -m benchmark list | prepare | run | report | trajectory`."""
+"""`python -m benchmark list | prepare | run | report | trajectory | sweep | status`."""
 
 from __future__ import annotations
 
@@ -82,6 +82,39 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(p)
 
 
+def _csv(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from benchmark import sweep
+
+    specs = sweep.plan(_csv(args.methods), _csv(args.tasks), [int(s) for s in _csv(args.seeds)],
+                       ablations=args.ablations, sets=args.set or [], resources=args.resources or [],
+                       features=tuple(_csv(args.features)))
+    if args.dry_run:
+        print(sweep.plan_table(specs).to_string(index=False))
+        print(f"{len(specs)} jobs planned (dry run: nothing submitted)")
+        return
+    sub = sweep.submit(specs, launcher=args.launcher, sweeps=args.sweeps, runs=args.out, data_dir=args.data_dir,
+                       name=args.name, max_parallel=args.max_parallel, allow_dirty=args.allow_dirty,
+                       timeout_min=args.timeout_min)
+    print(f"sweep {sub.sweep_dir}: {len(sub.jobs)} submitted, {len(sub.skipped)} already done")
+    if not args.no_wait:
+        sweep.wait(sub)
+        table = sweep.write_status(sub.sweep_dir)
+        print(table[["method", "task", "seed", "variant", "status", "error", "log"]].to_string(index=False))
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from benchmark import sweep
+
+    table = sweep.write_status(args.sweep)
+    print(table[["method", "task", "seed", "variant", "status", "job_id", "error", "log"]].to_string(index=False))
+    counts = table["status"].value_counts()
+    print("  ".join(f"{k}: {int(counts.get(k, 0))}" for k in ("planned", "submitted", "running", "requeued", "done", "failed")))
+
+
 def cmd_trajectory(args: argparse.Namespace) -> None:
     from benchmark.trajectory import trajectories
 
@@ -121,6 +154,29 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--from-run", type=Path, default=None, metavar="RUN_DIR",
                    help="skip training: load the model of this stored run (its config is the base of --set)")
     r.set_defaults(fn=cmd_run)
+    sw = sub.add_parser("sweep", help="plan the methods x tasks x seeds grid and launch it (SLURM, local, debug)")
+    sw.add_argument("--methods", required=True, help="comma-separated")
+    sw.add_argument("--tasks", required=True, help="comma-separated")
+    sw.add_argument("--seeds", default="0", help="comma-separated")
+    sw.add_argument("--ablations", action="store_true", help="add each method's ablation variants (Table 2c)")
+    sw.add_argument("--launcher", default="local", choices=["slurm", "local", "debug"])
+    sw.add_argument("--dry-run", action="store_true", help="print the plan, submit nothing")
+    sw.add_argument("--set", action="append", metavar="METHOD.KEY=VALUE", help="a method option (repeatable)")
+    sw.add_argument("--resources", action="append", metavar="METHOD.KEY=VALUE",
+                    help="override a method's resources: partition, gpus, cpus, mem_gb, time_min (repeatable)")
+    sw.add_argument("--features", default="inception,morphology")
+    sw.add_argument("--name", default=None, help="sweep directory name (default: a hash of the plan)")
+    sw.add_argument("--sweeps", type=Path, default=Path("sweeps"))
+    sw.add_argument("--out", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"))
+    sw.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"))
+    sw.add_argument("--max-parallel", type=int, default=8, help="array tasks running at once (SLURM)")
+    sw.add_argument("--timeout-min", type=float, default=None, help="time limit per job (default: the method's)")
+    sw.add_argument("--allow-dirty", action="store_true", help="submit to SLURM from a tree with uncommitted changes")
+    sw.add_argument("--no-wait", action="store_true", help="return after submitting")
+    sw.set_defaults(fn=cmd_sweep)
+    st = sub.add_parser("status", help="planned / running / done / failed jobs of a sweep")
+    st.add_argument("sweep", type=Path, help="a sweep directory (sweeps/<name>)")
+    st.set_defaults(fn=cmd_status)
     tr = sub.add_parser("trajectory", help="forward and reverse trajectory strips (PNG) from a stored flow run")
     tr.add_argument("run", type=Path, help="a run directory in the store")
     tr.add_argument("--perturbation", required=True)

@@ -47,6 +47,7 @@ class RunConfig:
     workdir: Path | None = None  # persistent training dir: a killed run restarted with it resumes
     from_run: Path | None = None  # score the model of this stored run instead of training (e.g. trained on a GPU)
     channel_rule: str | None = None  # override the task's channel rule (recorded with every number)
+    sweep: dict[str, Any] | None = None  # sweep name and job-spec hash, when a sweep launched this run
 
 
 def seed_everything(seed: int) -> None:
@@ -214,6 +215,7 @@ def run(cfg: RunConfig) -> Path:
             "versions": versions(),
             **io.git_sha(),
             "torch_threads": torch.get_num_threads(),
+            "sweep": cfg.sweep,
         }
         io.write_json(stage / "manifest.json", manifest)
     except BaseException:

@@ -85,6 +85,8 @@ class CellFlow(Method):
     capabilities = Capabilities(needs_control=True, unseen_perturbations=True)
     Config = CellFlowConfig
     profiles = PROFILES
+    ablations = ("no-condition", "no-cfg", "no-noise")
+    resources = {"gpus": 1, "cpus": 8, "mem_gb": 64, "time_min": 24 * 60}
 
     def __init__(self, config: CellFlowConfig | None = None) -> None:
         super().__init__(config)
@@ -191,7 +193,7 @@ class CellFlow(Method):
         bar.close()
         elapsed = time.time() - t0
         done = step - start
-        return {"steps": step, "loss_first_50": float(np.mean(losses[:50])), "loss_last_50": float(np.mean(losses[-50:])),
+        return {"steps": step, "resumed_from": start, "loss_first_50": float(np.mean(losses[:50])), "loss_last_50": float(np.mean(losses[-50:])),
                 "train_images_per_s": round(done * c.batch_size / elapsed, 2) if done else None,
                 "parameters": sum(p.numel() for p in self.model.parameters()), "device": str(dev)}
 

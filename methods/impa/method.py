@@ -71,6 +71,7 @@ class IMPA(Method):
     capabilities = Capabilities(needs_control=True, unseen_perturbations=True)
     Config = IMPAConfig
     profiles = PROFILES
+    resources = {"gpus": 1, "cpus": 8, "mem_gb": 64, "time_min": 24 * 60}
 
     def __init__(self, config: IMPAConfig | None = None) -> None:
         super().__init__(config)
@@ -189,7 +190,7 @@ class IMPA(Method):
         bar.close()
         elapsed, done = time.time() - t0, step - start
         h = np.asarray(history)
-        return {"steps": step, "d_loss_last_50": float(h[-50:, 0].mean()), "g_loss_last_50": float(h[-50:, 1].mean()),
+        return {"steps": step, "resumed_from": start, "d_loss_last_50": float(h[-50:, 0].mean()), "g_loss_last_50": float(h[-50:, 1].mean()),
                 "cycle_first_50": float(h[:50, 2].mean()), "cycle_last_50": float(h[-50:, 2].mean()),
                 "lambda_ds_final": self.lambda_ds(step),
                 "train_images_per_s": round(done * c.batch_size / elapsed, 2) if done else None,
