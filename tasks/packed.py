@@ -14,10 +14,12 @@ an interrupted run is removed when `pack()` starts again (it starts clean).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,8 +151,28 @@ def pack(layout: Layout, source: Path, dest: Path, *, embeddings: Path | None = 
         subset = choose_eval_perturbations(obs, layout.eval_subset)
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dest.parent.glob(f".{dest.name}.partial-*"):
-        shutil.rmtree(stale)  # an interrupted earlier run: start clean
+    with _exclusive(dest.parent / f".{dest.name}.lock"):  # jobs of a sweep may prepare the same data at once
+        if is_packed(dest) and not force:
+            return dest  # another process packed it while this one waited
+        for stale in dest.parent.glob(f".{dest.name}.partial-*"):
+            shutil.rmtree(stale)  # an interrupted earlier run (none can be live: we hold the lock): start clean
+        _write_store(layout, source, dest, obs, table, files, root, meta_path, emb_paths, subset, eval_index)
+    return dest
+
+
+@contextmanager
+def _exclusive(lock: Path):
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _write_store(layout: Layout, source: Path, dest: Path, obs: pd.DataFrame, table: pd.DataFrame, files: list[str],
+                 root: Path, meta_path: Path, emb_paths: list[Path], subset: list[str] | None,
+                 eval_index: Path | None) -> None:
     tmp = dest.parent / f".{dest.name}.partial-{os.getpid()}"
     tmp.mkdir()
     try:
@@ -184,7 +206,6 @@ def pack(layout: Layout, source: Path, dest: Path, *, embeddings: Path | None = 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return dest
 
 
 def load_packed(dest: Path) -> Packed:

@@ -132,3 +132,18 @@ def test_missing_data_says_what_to_download_and_the_command(tmp_path, capsys):
     assert main(["run", "--method", "identity", "--task", "bbbc021-ood", "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "Zenodo record 8307629" in err and "python -m benchmark prepare bbbc021-ood --source" in err
+
+
+def _pack_bbbc021(source, dest):
+    return str(packed.pack(LAYOUTS["bbbc021"], source, dest))
+
+
+def test_concurrent_preparations_of_one_dataset_both_succeed(sources, tmp_path):
+    """Jobs of a sweep start together and each loads (so prepares) the same data."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    dest = tmp_path / "data" / "bbbc021"
+    with ProcessPoolExecutor(4) as pool:
+        results = list(pool.map(_pack_bbbc021, [sources["bbbc021"]] * 4, [dest] * 4))
+    assert results == [str(dest)] * 4 and is_packed(dest)
+    assert len(packed.load_packed(dest).obs) == 48 and not list(dest.parent.glob(".*partial*"))
