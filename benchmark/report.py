@@ -9,6 +9,7 @@ of the runs: rerunning on the same runs gives byte-identical files.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.store import RunStore
 
-KEYS = ["task", "method", "variant", "metric", "feature_space", "perturbation", "extractor_sha256"]
+KEYS = ["task", "method", "variant", "config", "metric", "feature_space", "perturbation", "extractor_sha256"]
 TABLE1A = [("fid_o", "FID_o", 1.0), ("fid_c", "FID_c", 1.0), ("kid_o", "KID_o x100", 100.0), ("kid_c", "KID_c x100", 100.0)]
 PAIRED = [("paired_rmse", "pixels", "paired RMSE"), ("paired_morph", "morphology", "paired morph. dist.")]
 # order rows as the paper does: floor, baselines, ours, ceiling; unknown methods alphabetically after
@@ -31,6 +32,8 @@ def leaderboard(runs) -> pd.DataFrame:
         m = r.metrics.copy()
         m["git_sha"] = r.manifest.get("git_sha", "unknown")
         m["split_hash"] = r.manifest.get("split_hash", "")
+        # runs of one method with different settings are different rows, never "seeds" of one
+        m["config"] = io.sha256_bytes(json.dumps(r.manifest.get("config", {}), sort_keys=True).encode())[:8]
         frames.append(m)
     if not frames:
         raise BenchmarkError("no completed runs found; run `python -m benchmark run --method M --task T` first")
@@ -49,7 +52,10 @@ def leaderboard(runs) -> pd.DataFrame:
         runs=("run_id", lambda s: len(set(s))),
     ).reset_index()
     agg["_order"] = agg["method"].map(METHOD_ORDER).fillna(5)
-    agg = agg.sort_values(["task", "_order", "method", "variant", "feature_space", "metric", "perturbation"]).drop(columns="_order")
+    agg = agg.sort_values(["task", "_order", "method", "variant", "config", "feature_space", "metric", "perturbation"]).drop(columns="_order")
+    n_configs = agg.groupby(["task", "method", "variant"])["config"].transform("nunique")
+    agg["label"] = [_label(m, v) + (f" [{c}]" if k > 1 else "") for m, v, c, k in
+                    zip(agg["method"], agg["variant"], agg["config"], n_configs)]
     return agg.reset_index(drop=True)
 
 
@@ -72,10 +78,9 @@ def table1a(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, pd.DataFrame, li
     spaces = [s for s in ("inception", "morphology") if s in set(t["feature_space"])] + sorted(
         set(t["feature_space"]) - {"inception", "morphology", "pixels"})
     rows_num, rows_fmt, notes = [], [], []
-    order = t.drop_duplicates(["method", "variant"])[["method", "variant"]].itertuples(index=False)
-    for method, variant in order:
-        sub = t[(t["method"] == method) & (t["variant"] == variant)]
-        num, fmt = {"method": _label(method, variant)}, {"method": _label(method, variant)}
+    for label in dict.fromkeys(t["label"]):
+        sub = t[t["label"] == label]
+        num, fmt = {"method": label}, {"method": label}
         for space in spaces:
             for key, col, scale in TABLE1A:
                 hit = sub[(sub["metric"] == key) & (sub["feature_space"] == space)]
@@ -111,7 +116,6 @@ def table1b(lb: pd.DataFrame, task: str, space: str) -> pd.DataFrame:
     t = lb[(lb["task"] == task) & (lb["metric"] == "fid") & (lb["feature_space"] == space)]
     if t.empty:
         return pd.DataFrame()
-    t = t.assign(label=[_label(m, v) for m, v in zip(t["method"], t["variant"])])
     cols = list(dict.fromkeys(t["label"]))
     wide = t.pivot_table(index="perturbation", columns="label", values="value", aggfunc="first")[cols]
     n = t.groupby("perturbation")["n_real"].min()

@@ -91,3 +91,16 @@ def test_a_stored_model_is_scored_again_without_training(cellflow_run, data_dir,
     assert main(["run", "--method", "identity", "--task", "synthetic-tiny", "--out", str(out), "--data-dir",
                  str(data_dir), "--features", "tiny", "--from-run", str(cellflow_run)]) == 2
     assert "is of method 'cellflow', not 'identity'" in capsys.readouterr().err
+
+
+def test_runs_with_different_settings_are_separate_rows_not_seeds(cellflow_run, data_dir, tmp_path):
+    import shutil
+
+    store = tmp_path / "runs"
+    shutil.copytree(cellflow_run, store / cellflow_run.name)
+    assert main(["run", "--method", "cellflow", "--task", "synthetic-tiny", "--out", str(store), "--data-dir",
+                 str(data_dir), "--features", "tiny", "--from-run", str(cellflow_run), "--set", "nfe=4"]) == 0
+    assert main(["report", "--runs", str(store), "--results", str(tmp_path / "results")]) == 0
+    t1a = pd.read_csv(tmp_path / "results" / "synthetic-tiny" / "table1a.csv")
+    labels = [m for m in t1a["method"] if m.startswith("cellflow")]
+    assert len(labels) == 2 and all("[" in m for m in labels) and set(t1a["n_seeds"]) == {1}
