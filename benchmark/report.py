@@ -123,6 +123,26 @@ def table1b(lb: pd.DataFrame, task: str, space: str) -> pd.DataFrame:
     return wide.reset_index()
 
 
+def run_list(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Which runs produced a task's rows: label, run id, how it was configured and trained."""
+    labels = {(r.method, r.variant, r.config): r.label for r in
+              lb[lb["task"] == task].drop_duplicates(["method", "variant", "config"]).itertuples()}
+    rows = []
+    for r in runs:
+        m = r.manifest
+        if m.get("task", {}).get("name") != task:
+            continue
+        config = io.sha256_bytes(json.dumps(m.get("config", {}), sort_keys=True).encode())[:8]
+        fit = m.get("fit", {})
+        trained = fit.get("trained_with", fit)
+        how = f"scored from run {fit['from_run']}" if "from_run" in fit else "trained in this run"
+        rows.append({"label": labels.get((m["method"], m.get("variant", "default"), config), m["method"]),
+                     "run_id": m["run_id"], "seed": m.get("seed"), "profile": m.get("profile") or "default",
+                     "overrides": " ".join(m.get("overrides") or []) or "-", "steps": trained.get("steps", "-"),
+                     "device": trained.get("device", "-"), "model": how, "code": str(m.get("git_sha", ""))[:12]})
+    return pd.DataFrame(rows).sort_values(["label", "run_id"]).reset_index(drop=True) if rows else pd.DataFrame()
+
+
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join(["---"] * len(cols)) + "|"]
@@ -155,6 +175,9 @@ def report(runs_dir: Path, results_dir: Path) -> list[Path]:
                 io.write_csv(d / f"table1b_{space}.csv", t1b)
                 md += [f"\n## Table 1b: per-perturbation FID [{space}]\n", to_markdown(t1b)]
         md += ["\n## Provenance\n"] + [f"- {n}\n" for n in notes]
+        listed = run_list(runs, lb, task)
+        if not listed.empty:
+            md += ["\n## Runs\n", to_markdown(listed)]
         io.write_text(d / "tables.md", "".join(md))
         written += [d / "table1a.csv", d / "tables.md"]
         per_task = lb[lb["task"] == task]
