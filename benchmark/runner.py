@@ -29,7 +29,7 @@ from benchmark.metrics.features import ExtractorContext
 from benchmark.registry import METHODS, TASKS
 from benchmark.store import RunStore
 
-DEFAULT_FEATURES = ("inception", "morphology")
+DEFAULT_FEATURES = ("inception", "morphology", "moa")  # "moa": MoA accuracy, where the task has MoA labels
 
 
 @dataclass
@@ -140,7 +140,7 @@ def run(cfg: RunConfig) -> Path:
     from benchmark.metrics.inception_weights import verified_weights
 
     for space in cfg.features:
-        if space not in EXTRACTORS.names():
+        if space not in EXTRACTORS.names() and space != "moa":
             raise BenchmarkError(f"unknown feature space {space!r}; available: {', '.join(EXTRACTORS.names())}")
     if "inception" in cfg.features and cfg.inception_weights is not None:
         verified_weights(cfg.inception_weights)
@@ -184,7 +184,16 @@ def run(cfg: RunConfig) -> Path:
         cache = FeatureCache(Path(cfg.data_dir) / ".cache" / "features")
         cache_key = {"task": task.name, "task_version": task.version, "split": split_hash, "plan": plan.digest()}
         t_eval = time.time()
-        metrics, provenance = evaluate(data, plan, generated, list(cfg.features), ctx, cache, cache_key, kid_seed=plan.seed)
+        spaces = [f for f in cfg.features if f != "moa"]
+        metrics, provenance = evaluate(data, plan, generated, spaces, ctx, cache, cache_key, kid_seed=plan.seed)
+        if "moa" in cfg.features and task.moa:
+            from benchmark.metrics.moa import classifier_for, moa_rows
+
+            clf = classifier_for(data, Path(cfg.data_dir) / ".cache", split_hash)
+            metrics = pd.concat([metrics, pd.DataFrame(moa_rows(clf, data, plan, generated, plan.seed))], ignore_index=True)
+            provenance["moa"] = {"weights_sha256": clf.weights_sha256, "classes": clf.classes,
+                                 "config": dataclasses.asdict(clf.config),
+                                 "trained_on": f"{len(data.train_rows())} real training images of {task.name}"}
         t_eval = time.time() - t_eval
         variant = method.variant()
         metrics.insert(0, "run_id", run_id)

@@ -42,7 +42,7 @@ class JobSpec:
     seed: int
     profile: str | None = None  # None = the method's default; ablations are profiles
     overrides: tuple[str, ...] = ()
-    features: tuple[str, ...] = ("inception", "morphology")
+    features: tuple[str, ...] = ("inception", "morphology", "moa")
     resources: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def key(self) -> dict[str, Any]:
@@ -80,7 +80,7 @@ def _per_method(items: list[str], what: str) -> dict[str, list[tuple[str, str]]]
 
 
 def plan(methods: list[str], tasks: list[str], seeds: list[int], *, ablations: bool = False,
-         sets: list[str] = (), resources: list[str] = (), features: tuple[str, ...] = ("inception", "morphology"),
+         sets: list[str] = (), resources: list[str] = (), features: tuple[str, ...] = ("inception", "morphology", "moa"),
          ) -> list[JobSpec]:
     """One spec per method x task x seed x variant; options and resources checked now, not in the jobs."""
     from benchmark.runner import resolve_method

@@ -52,11 +52,11 @@ def published_tasks() -> list[Task]:
     bbbc = "BBBC021 single-cell crops, 96 px (IMPA's preprocessing)"
     return [
         Task(name="bbbc021", dataset=bbbc, description="chemical perturbations, same-batch controls",
-             **common("bbbc021", "bbbc021")),
+             moa=True, **common("bbbc021", "bbbc021")),
         Task(name="bbbc021-ood", dataset=bbbc, description="8 compounds removed from training, evaluated zero-shot",
-             heldout=BBBC021_OOD, eval_only_heldout=True, **common("bbbc021", "bbbc021-ood")),
+             heldout=BBBC021_OOD, eval_only_heldout=True, moa=True, **common("bbbc021", "bbbc021-ood")),
         Task(name="bbbc021-batchswap", dataset=bbbc, description="controls taken from another plate than the target",
-             pairing="other-batch", **common("bbbc021", "bbbc021-batchswap")),
+             pairing="other-batch", moa=True, **common("bbbc021", "bbbc021-batchswap")),
         Task(name="rxrx1", dataset="RxRx1 (U2OS siRNA), 96 px, 6 channels",
              description="genetic perturbations; a fixed seeded set of 100 evaluated", channel_rule="rgbmix",
              **common("rxrx1", "rxrx1")),

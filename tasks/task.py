@@ -43,6 +43,7 @@ class Task:
     max_eval_per_perturbation: int | None = None
     channel_rule: str = "rgb"
     layout: str = ""  # the on-disk layout `prepare` packs for this task (tasks/layouts.py)
+    moa: bool = False  # ANNOT holds mechanisms of action: MoA accuracy is scored (Table 2a)
     eval_seed: int = 0
 
     def spec(self) -> dict:

@@ -20,9 +20,10 @@ from benchmark import io
 from .channels import get_rule
 from .distances import fid, kid
 from .features import EXTRACTORS, ExtractorContext, Morphology
+from .moa import bootstrap_ci
 
 COLUMNS = ["metric", "feature_space", "perturbation", "value", "std", "n_gen", "n_real", "channel_rule",
-           "extractor_sha256", "metric_seed"]
+           "extractor_sha256", "metric_seed", "ci_low", "ci_high"]
 
 
 @dataclass
@@ -90,11 +91,13 @@ def paired_rows(generated: np.ndarray, truth: np.ndarray, morph: Morphology, ref
     per_morph = np.sqrt((((mg - mt) / scale) ** 2).mean(1))
     n = len(g)
     common = dict(perturbation="", n_gen=n, n_real=n, channel_rule="all", metric_seed=seed)
+    ci_img, ci_morph = bootstrap_ci(per_img, seed), bootstrap_ci(per_morph, seed)
     return [
         dict(metric="paired_rmse", feature_space="pixels", value=float(per_img.mean()), std=float(per_img.std(ddof=1) / np.sqrt(n)),
-             extractor_sha256="", **common),
+             extractor_sha256="", ci_low=ci_img[0], ci_high=ci_img[1], **common),
         dict(metric="paired_morph", feature_space="morphology", value=float(per_morph.mean()),
-             std=float(per_morph.std(ddof=1) / np.sqrt(n)), extractor_sha256=morph.weights_sha256, **common),
+             std=float(per_morph.std(ddof=1) / np.sqrt(n)), extractor_sha256=morph.weights_sha256,
+             ci_low=ci_morph[0], ci_high=ci_morph[1], **common),
     ]
 
 

@@ -1,0 +1,163 @@
+"""MoA accuracy (the paper's Table 2a): does a generated image show its compound's mechanism?
+
+A timm backbone is trained from scratch on the task's real *training* images
+(treated cells labelled by MoA, controls as their own class), frozen, and its
+weights hashed. It then classifies each method's generated images (label: the
+MoA of the requested perturbation) and the real held-out reference images
+(the ceiling). The classifier is trained once per task split and config and
+cached; every accuracy row carries its weights hash, n and a seeded bootstrap
+interval.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn import functional as F
+
+from benchmark import io
+from benchmark.errors import BenchmarkError
+
+
+@dataclass(frozen=True)
+class MoAConfig:
+    backbone: str = "resnet18"
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+def bootstrap_ci(correct: np.ndarray, seed: int, n_boot: int = 1000, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of a mean (resampling images with replacement, seeded)."""
+    x = np.asarray(correct, dtype=float)
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
+    a = (1 - level) / 2
+    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def _as_input(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+class MoAClassifier:
+    def __init__(self, classes: list[str], model: torch.nn.Module, config: MoAConfig, channels: int) -> None:
+        self.classes, self.model, self.config, self.channels = classes, model.eval(), config, channels
+
+    @staticmethod
+    def _build(config: MoAConfig, channels: int, n_classes: int) -> torch.nn.Module:
+        import timm
+
+        return timm.create_model(config.backbone, pretrained=False, in_chans=channels, num_classes=n_classes)
+
+    @classmethod
+    def fit(cls, images: np.ndarray, labels: list[str], config: MoAConfig) -> "MoAClassifier":
+        classes = sorted(set(labels))
+        if len(classes) < 2:
+            raise BenchmarkError(f"MoA classifier: the training images have {len(classes)} class; expected 2 or more")
+        y = torch.tensor([classes.index(l) for l in labels])
+        x = _as_input(images)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model = cls._build(config, x.shape[1], len(classes))
+        g = torch.Generator().manual_seed(config.seed)
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        steps = config.epochs * max(1, len(x) // config.batch_size)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps)
+        model.train()
+        for _ in range(steps):
+            idx = torch.randint(len(x), (config.batch_size,), generator=g)
+            xb = x[idx]
+            if torch.rand(1, generator=g) < 0.5:
+                xb = xb.flip(-1)
+            if torch.rand(1, generator=g) < 0.5:
+                xb = xb.flip(-2)
+            loss = F.cross_entropy(model(xb), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        return cls(classes, model.requires_grad_(False), config, x.shape[1])
+
+    @torch.no_grad()
+    def predict(self, images: np.ndarray, batch: int = 256) -> np.ndarray:
+        out = []
+        for i in range(0, len(images), batch):
+            out.append(self.model(_as_input(images[i: i + batch])).argmax(1).numpy())
+        idx = np.concatenate(out) if out else np.array([], dtype=int)
+        return np.asarray(self.classes, dtype=object)[idx]
+
+    def state_bytes(self) -> bytes:
+        buf = _io.BytesIO()
+        torch.save({"model": self.model.state_dict(), "classes": self.classes, "config": asdict(self.config),
+                    "channels": self.channels}, buf)
+        return buf.getvalue()
+
+    @property
+    def weights_sha256(self) -> str:
+        return io.sha256_bytes(self.state_bytes())
+
+    def save(self, path: Path) -> None:
+        io.write_bytes(path, self.state_bytes())
+
+    @classmethod
+    def load(cls, path: Path) -> "MoAClassifier":
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        config = MoAConfig(**state["config"])
+        model = cls._build(config, int(state["channels"]), len(state["classes"]))
+        model.load_state_dict(state["model"])
+        return cls(list(state["classes"]), model.requires_grad_(False), config, int(state["channels"]))
+
+
+def moa_label(obs: pd.DataFrame, control: str) -> np.ndarray:
+    """The class of each image: its MoA (`ANNOT`) if treated, the control's name otherwise."""
+    return np.where(obs["STATE"].to_numpy() == "control", control, obs["ANNOT"].astype(str).to_numpy())
+
+
+def classifier_for(data, cache_dir: Path, split_hash: str, config: MoAConfig = MoAConfig()) -> MoAClassifier:
+    """Train (once, then cached) the task's classifier on its real training images."""
+    key = io.sha256_bytes(json.dumps({"task": data.task.name, "version": data.task.version, "split": split_hash,
+                                      "config": asdict(config)}, sort_keys=True).encode())[:20]
+    path = Path(cache_dir) / "moa" / f"{key}.pt"
+    if path.is_file():
+        return MoAClassifier.load(path)
+    rows = data.train_rows()
+    clf = MoAClassifier.fit(data.images[rows], list(moa_label(data.obs.iloc[rows], data.control)), config)
+    clf.save(path)
+    return clf
+
+
+def moa_rows(clf: MoAClassifier, data, plan, generated: np.ndarray, seed: int) -> list[dict]:
+    """Accuracy on generated images and on the real reference (ceiling), overall and per MoA, with CIs."""
+    annot = data.obs.drop_duplicates("CPD_NAME").set_index("CPD_NAME")["ANNOT"].astype(str)
+    target = annot.loc[plan.requests["CPD_NAME"]].to_numpy()
+    real_target = moa_label(plan.reference, data.control)
+    gen_ok = clf.predict(generated) == target
+    real_ok = clf.predict(data.images[plan.reference["row"].to_numpy()]) == real_target
+    space, sha = f"moa-{clf.config.backbone}", clf.weights_sha256
+    rows = []
+
+    def row(metric: str, pert: str, ok: np.ndarray, n_real: int) -> dict:
+        lo, hi = bootstrap_ci(ok, seed)
+        return dict(metric=metric, feature_space=space, perturbation=pert, value=float(ok.mean()),
+                    std=float(ok.std(ddof=1) / np.sqrt(len(ok))) if len(ok) > 1 else float("nan"),
+                    n_gen=len(ok), n_real=n_real, channel_rule="all", extractor_sha256=sha, metric_seed=seed,
+                    ci_low=lo, ci_high=hi)
+
+    rows.append(row("moa_acc", "", gen_ok, len(real_ok)))
+    rows.append(row("moa_acc_real", "", real_ok, len(real_ok)))
+    for moa in sorted(set(target)):
+        g, r = target == moa, real_target == moa
+        rows.append(row("moa_acc_by_moa", moa, gen_ok[g], int(r.sum())))
+        rows.append(row("moa_acc_real_by_moa", moa, real_ok[r], int(r.sum())))
+    return rows

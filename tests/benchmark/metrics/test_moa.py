@@ -1,0 +1,74 @@
+"""MoA classifier and bootstrap intervals: checked against what the data make true."""
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from benchmark.cli import main
+from benchmark.metrics.moa import MoAClassifier, MoAConfig, bootstrap_ci
+
+CFG = MoAConfig(backbone="resnet10t", epochs=8, batch_size=32, lr=3e-3)
+
+
+def _blobs(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """Three classes that differ in which channel carries a bright square, over noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.integers(0, 90, (n, 16, 16, 3)).astype(np.uint8)
+    for i, c in enumerate(y):
+        r, q = rng.integers(0, 8, 2)
+        x[i, r: r + 8, q: q + 8, c] = 230
+    return x, [f"moa{c}" for c in y]
+
+
+def test_separable_classes_are_learned_and_shuffled_labels_are_at_chance():
+    x, y = _blobs(480, 0)
+    xt, yt = _blobs(300, 1)
+    clf = MoAClassifier.fit(x, y, CFG)
+    assert (clf.predict(xt) == np.array(yt)).mean() > 0.9
+    shuffled = list(np.random.default_rng(2).permutation(y))
+    acc = (MoAClassifier.fit(x, shuffled, CFG).predict(xt) == np.array(yt)).mean()
+    assert abs(acc - 1 / 3) < 0.12  # nothing to learn: chance, within sampling error at n=300
+
+
+def test_saved_classifier_predicts_the_same_and_its_hash_is_stable(tmp_path):
+    x, y = _blobs(96, 3)
+    clf = MoAClassifier.fit(x, y, MoAConfig(backbone="resnet10t", epochs=1, batch_size=32))
+    clf.save(tmp_path / "moa.pt")
+    again = MoAClassifier.load(tmp_path / "moa.pt")
+    assert np.array_equal(again.predict(x), clf.predict(x)) and again.weights_sha256 == clf.weights_sha256
+
+
+def test_bootstrap_interval_contains_the_estimate_and_shrinks_with_n():
+    rng = np.random.default_rng(0)
+    small, large = rng.random(50) < 0.7, rng.random(800) < 0.7
+    for ok in (small, large):
+        lo, hi = bootstrap_ci(ok, seed=0)
+        assert lo <= ok.mean() <= hi
+    w_small = np.subtract(*bootstrap_ci(small, 0)[::-1])
+    w_large = np.subtract(*bootstrap_ci(large, 0)[::-1])
+    assert w_large < w_small / 2.5  # ~ 1/sqrt(n): sqrt(800/50) = 4
+    assert bootstrap_ci(small, 0) == bootstrap_ci(small, 0)  # seeded
+
+
+def test_runs_score_moa_accuracy_with_ceiling_and_provenance(tmp_path, data_dir, tiny_data):
+    runs = tmp_path / "runs"
+    for method in ("identity", "oracle"):
+        assert main(["run", "--method", method, "--task", "synthetic-tiny", "--out", str(runs), "--data-dir",
+                     str(data_dir), "--features", "tiny,moa"]) == 0
+    rows = {}
+    for run in (p for p in runs.iterdir() if not p.name.startswith(".")):
+        m = pd.read_csv(run / "metrics.csv")
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["features"]["moa"]["weights_sha256"] == m[m.metric == "moa_acc"]["extractor_sha256"].iloc[0]
+        rows[manifest["method"]] = m.set_index(["metric", "perturbation"], drop=False)
+    for k, v in rows.items():
+        for metric in ("moa_acc", "moa_acc_real"):
+            r = v[(v.metric == metric) & v.perturbation.isna()].iloc[0]
+            assert r.ci_low <= r.value <= r.ci_high and r.n_gen > 0 and r.n_real > 0
+        per_moa = v[v.metric == "moa_acc_by_moa"]
+        assert per_moa["n_gen"].sum() == v[(v.metric == "moa_acc") & v.perturbation.isna()].iloc[0].n_gen
+    # the ceiling is scored on the same real images in every run
+    assert rows["identity"][rows["identity"].metric == "moa_acc_real"]["value"].tolist() == \
+        rows["oracle"][rows["oracle"].metric == "moa_acc_real"]["value"].tolist()

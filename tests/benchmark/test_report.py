@@ -1,0 +1,53 @@
+"""The report's paper tables from tiny runs: 2a (MoA), 2b (unseen), 2c (ablations), 2d (batch), ranks."""
+
+import pandas as pd
+import pytest
+
+from benchmark.cli import main
+from benchmark.report import _seed_ci95
+
+from .conftest import TINY_CELLFLOW
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, data_dir):
+    runs = tmp_path_factory.mktemp("runs")
+    out = tmp_path_factory.mktemp("results")
+    common = ["--out", str(runs), "--data-dir", str(data_dir), "--features", "tiny,moa"]
+    for task in ("synthetic-tiny", "synthetic-tiny-ood", "synthetic-tiny-batchswap"):
+        for method in ("identity", "oracle"):
+            assert main(["run", "--method", method, "--task", task, *common]) == 0
+    for seed in ("0", "1"):
+        assert main(["run", "--method", "cellflow", "--task", "synthetic-tiny", "--seed", seed, *common, *TINY_CELLFLOW]) == 0
+    assert main(["run", "--method", "cellflow", "--task", "synthetic-tiny", "--profile", "no-cfg", *common,
+                 *TINY_CELLFLOW]) == 0
+    assert main(["report", "--runs", str(runs), "--results", str(out)]) == 0
+    return out
+
+
+def test_table2a_has_every_method_and_the_real_ceiling_with_intervals(results):
+    t = pd.read_csv(results / "synthetic-tiny" / "table2a.csv")
+    assert list(t["method"])[-1] == "real held-out images (ceiling)"
+    assert {"identity", "oracle", "cellflow", "cellflow (w/o CFG)"} <= set(t["method"])
+    assert t["accuracy [95% CI]"].str.match(r"^\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]$").all()
+    per = pd.read_csv(results / "synthetic-tiny" / "table2a_per_moa.csv")
+    assert "real held-out" in per.columns and per["n"].min() > 0
+
+
+def test_ablations_unseen_and_batch_tables_and_ranks(results):
+    t2c = pd.read_csv(results / "synthetic-tiny" / "table2c.csv")
+    assert set(t2c["method"]) == {"cellflow", "cellflow (w/o CFG)"}
+    t2b = pd.read_csv(results / "table2b.csv")
+    assert set(t2b["task"]) == {"synthetic-tiny-ood"} and set(t2b["method"]) == {"identity", "oracle"}
+    t2d = pd.read_csv(results / "table2d.csv")
+    assert {"FID_o [tiny] same-batch", "FID_o [tiny] other-batch"} <= set(t2d.columns)
+    assert set(t2d["method"]) == {"identity", "oracle"}
+    lb = pd.read_csv(results / "synthetic-tiny" / "leaderboard.csv")
+    cf = lb[(lb["label"] == "cellflow") & (lb["metric"] == "fid_o")].iloc[0]
+    assert cf["n_seeds"] == 2 and cf["seed_ci95"] > 0
+
+
+def test_seed_interval_is_the_t_interval():
+    v = pd.Series([1.0, 2.0, 3.0])
+    assert _seed_ci95(v) == pytest.approx(4.302652729911275 * 1.0 / 3 ** 0.5)  # t(0.975, 2) * sd / sqrt(n)
+    assert pd.isna(_seed_ci95(pd.Series([1.0])))
