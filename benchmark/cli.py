@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from benchmark.report import report
 
-    for p in report(args.runs, args.results):
+    for p in report(args.runs, args.results, args.data_dir):
         print(p)
 
 
@@ -190,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="aggregate all runs into leaderboards and tables")
     rep.add_argument("--runs", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"))
     rep.add_argument("--results", type=Path, default=Path("results"))
+    rep.add_argument("--data-dir", type=Path, default=None,
+                     help="the tasks' data (e.g. data/): draws the sample grids, PCA and trajectory figures")
     rep.set_defaults(fn=cmd_report)
     return p
 

@@ -231,7 +231,8 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(runs_dir: Path, results_dir: Path) -> list[Path]:
+def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None) -> list[Path]:
+    """Tables (always) and figures (where `data_dir` holds the tasks' data) from the run store."""
     runs = RunStore(runs_dir).runs()
     lb = leaderboard(runs)
     results_dir = Path(results_dir)
@@ -274,12 +275,18 @@ def report(runs_dir: Path, results_dir: Path) -> list[Path]:
         per_task = lb[lb["task"] == task]
         io.write_csv(d / "leaderboard.csv", per_task)
         written.append(d / "leaderboard.csv")
-    written += overview(lb, results_dir)
+    if data_dir is not None:
+        from benchmark.figures import figures
+
+        figs, fig_notes = figures(runs, lb, data_dir, results_dir / "figures")
+    else:
+        figs, fig_notes = [], ["figures: not drawn (pass --data-dir: they need the tasks' images)"]
+    written += figs + overview(lb, results_dir, figs, fig_notes)
     return written
 
 
-def overview(lb: pd.DataFrame, results_dir: Path) -> list[Path]:
-    """Tables across tasks: 2b (unseen perturbations), 2d (same- vs other-batch controls), ranks."""
+def overview(lb: pd.DataFrame, results_dir: Path, figs: list[Path] = (), fig_notes: list[str] = ()) -> list[Path]:
+    """Tables across tasks: 2b (unseen perturbations), 2d (same- vs other-batch controls), ranks; figure index."""
     tasks = sorted(set(lb["task"]))
     md, written = ["# Across tasks\n"], []
     ood = [t for t in tasks if t.endswith("-ood")]
@@ -306,5 +313,8 @@ def overview(lb: pd.DataFrame, results_dir: Path) -> list[Path]:
         io.write_csv(results_dir / "ranking.csv", ranks)
         md += [f"\n## Rank by FID_o [{_main_space(lb)}] within each task (1 = best)\n", to_markdown(ranks, ".1f")]
         written.append(results_dir / "ranking.csv")
+    if figs or fig_notes:
+        md += ["\n## Figures\n"] + [f"- `{p.relative_to(results_dir)}`\n" for p in figs if p.suffix == ".png"]
+        md += [f"- {n}\n" for n in fig_notes]
     io.write_text(results_dir / "tables.md", "".join(md))
     return written + [results_dir / "tables.md"]

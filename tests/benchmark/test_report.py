@@ -21,11 +21,12 @@ def results(tmp_path_factory, data_dir):
         assert main(["run", "--method", "cellflow", "--task", "synthetic-tiny", "--seed", seed, *common, *TINY_CELLFLOW]) == 0
     assert main(["run", "--method", "cellflow", "--task", "synthetic-tiny", "--profile", "no-cfg", *common,
                  *TINY_CELLFLOW]) == 0
-    assert main(["report", "--runs", str(runs), "--results", str(out)]) == 0
-    return out
+    assert main(["report", "--runs", str(runs), "--results", str(out), "--data-dir", str(data_dir)]) == 0
+    return out, runs
 
 
 def test_table2a_has_every_method_and_the_real_ceiling_with_intervals(results):
+    results, _ = results
     t = pd.read_csv(results / "synthetic-tiny" / "table2a.csv")
     assert list(t["method"])[-1] == "real held-out images (ceiling)"
     assert {"identity", "oracle", "cellflow", "cellflow (w/o CFG)"} <= set(t["method"])
@@ -35,6 +36,7 @@ def test_table2a_has_every_method_and_the_real_ceiling_with_intervals(results):
 
 
 def test_ablations_unseen_and_batch_tables_and_ranks(results):
+    results, _ = results
     t2c = pd.read_csv(results / "synthetic-tiny" / "table2c.csv")
     assert set(t2c["method"]) == {"cellflow", "cellflow (w/o CFG)"}
     t2b = pd.read_csv(results / "table2b.csv")
@@ -51,3 +53,15 @@ def test_seed_interval_is_the_t_interval():
     v = pd.Series([1.0, 2.0, 3.0])
     assert _seed_ci95(v) == pytest.approx(4.302652729911275 * 1.0 / 3 ** 0.5)  # t(0.975, 2) * sd / sqrt(n)
     assert pd.isna(_seed_ci95(pd.Series([1.0])))
+
+
+def test_figures_are_drawn_and_the_whole_report_is_byte_identical_on_rerun(results, data_dir, tmp_path):
+    out, runs = results
+    figs = sorted(p.relative_to(out) for p in (out / "figures").rglob("*.png"))
+    assert {"figures/synthetic-tiny/samples.png", "figures/synthetic-tiny/pca.png"} <= {str(p) for p in figs}
+    assert any("trajectories" in str(p) and str(p).endswith("-forward.png") for p in figs)
+    again = tmp_path / "again"
+    assert main(["report", "--runs", str(runs), "--results", str(again), "--data-dir", str(data_dir)]) == 0
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    assert all((out / f).read_bytes() == (again / f).read_bytes() for f in files)

@@ -1,0 +1,141 @@
+"""The report's figures, from recorded runs and the task data (the paper's Figures 3-5).
+
+- `samples.png`: per perturbation, a real held-out target, the control it
+  started from, and each method's image generated from that control.
+- `pca.png`: PCA of morphology features of test controls, real targets and
+  each method's images, coloured by batch (does a method keep the batch?).
+- CellFlow forward / reverse trajectory strips.
+
+Everything is a deterministic function of the runs and the data (fixed
+choices, no timestamps in the PNGs), so a rerun writes the same bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark.errors import BenchmarkError
+from benchmark.registry import TASKS
+
+N_PERTURBATIONS = 6
+PNG = {"metadata": {"Software": None}}
+
+
+def _display(images: np.ndarray) -> np.ndarray:
+    from benchmark.trajectory import _display as display
+
+    return display(images)
+
+
+def _one_run_per_label(runs, lb: pd.DataFrame, task: str) -> dict[str, object]:
+    """The lowest-seed run behind each row label of the task."""
+    from benchmark.report import run_list
+
+    listed = run_list(runs, lb, task)
+    by_id = {r.manifest["run_id"]: r for r in runs}
+    out = {}
+    for row in listed.sort_values(["label", "seed", "run_id"]).itertuples():
+        out.setdefault(row.label, by_id[row.run_id])
+    return out
+
+
+def samples_figure(data, plan, chosen: dict[str, object], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    perts = data.eval_perturbations()[:N_PERTURBATIONS]
+    ref = plan.reference.reset_index(drop=True)
+    cols = ["real target", "control", *chosen]
+    fig, axes = plt.subplots(len(perts), len(cols), figsize=(1.3 * len(cols), 1.3 * len(perts)), squeeze=False)
+    for i, pert in enumerate(perts):
+        k = int(np.flatnonzero(ref["CPD_NAME"].to_numpy() == pert)[0])  # first reference image of the perturbation
+        tiles = [data.images[int(ref["row"][k])], data.images[int(plan.requests["control_row"][k])]]
+        for run in chosen.values():
+            tiles.append(np.load(run.path / "generated.npy", mmap_mode="r")[k])
+        for j, tile in enumerate(tiles):
+            ax = axes[i, j]
+            ax.imshow(_display(np.asarray(tile)[None])[0], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(cols[j], fontsize=7)
+            if j == 0:
+                ax.set_ylabel(pert, fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, **PNG)
+    plt.close(fig)
+    return path
+
+
+def pca_figure(data, plan, chosen: dict[str, object], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmark.metrics.features import Morphology
+
+    morph = Morphology(data.task.channels)
+    ctrl_rows = data.rows("test", "control")
+    groups = {"test controls": (morph(data.images[ctrl_rows]), data.obs["BATCH"].to_numpy()[ctrl_rows]),
+              "real targets": (morph(data.images[plan.reference["row"].to_numpy()]), plan.reference["BATCH"].to_numpy())}
+    batch_of_request = plan.requests["target_batch"].to_numpy()
+    for label, run in chosen.items():
+        gen = np.load(run.path / "generated.npy", mmap_mode="r")
+        groups[label] = (morph(np.asarray(gen)), batch_of_request)
+    real = np.concatenate([groups["test controls"][0], groups["real targets"][0]])
+    mu, sd = real.mean(0), real.std(0) + 1e-6
+    _, _, vt = np.linalg.svd((real - mu) / sd, full_matrices=False)
+    basis = vt[:2].T * np.sign(vt[:2, :1].T + 1e-12)  # fixed sign: the same picture on every rerun
+    batches = sorted(set(data.obs["BATCH"]))
+    colours = plt.get_cmap("tab10")
+    ncols = min(5, len(groups))
+    nrows = -(-len(groups) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows), sharex=True, sharey=True, squeeze=False)
+    for ax in axes.flat[len(groups):]:
+        ax.axis("off")
+    for ax, (name, (feats, batch)) in zip(axes.flat, groups.items()):
+        z = ((feats - mu) / sd) @ basis
+        for b_i, b in enumerate(batches):
+            m = batch == b
+            ax.scatter(z[m, 0], z[m, 1], s=4, color=colours(b_i % 10), label=b)
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("PC1", fontsize=7)
+        ax.set_ylabel("PC2", fontsize=7)
+    axes.flat[0].legend(fontsize=6, markerscale=2, title="batch", title_fontsize=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, **PNG)
+    plt.close(fig)
+    return path
+
+
+def figures(runs, lb: pd.DataFrame, data_dir: Path, out: Path) -> tuple[list[Path], list[str]]:
+    """All figures for every task whose data is at `data_dir`; notes say what was skipped and why."""
+    from benchmark.trajectory import trajectories
+
+    written, notes = [], []
+    for task in sorted(set(lb["task"])):
+        try:
+            data = TASKS.get(task).load(data_dir)
+        except BenchmarkError as e:
+            notes.append(f"{task}: no figures ({e})")
+            continue
+        plan = data.eval_plan()
+        chosen = _one_run_per_label(runs, lb, task)
+        chosen = {k: r for k, r in chosen.items() if (r.path / "generated.npy").is_file()}
+        d = Path(out) / task
+        written.append(samples_figure(data, plan, chosen, d / "samples.png"))
+        written.append(pca_figure(data, plan, chosen, d / "pca.png"))
+        for label, run in chosen.items():
+            if run.manifest["method"] == "cellflow" and run.manifest.get("variant", "default") == "default" \
+                    and (run.path / "model").is_dir():
+                perts = data.eval_perturbations()
+                written += trajectories(run.path, perts[0], (0.0, 0.25, 0.5, 0.75, 1.0), 4, data_dir, d / "trajectories")
+    return written, notes
