@@ -47,6 +47,9 @@ def _views(extractor, rule_name: str, images: np.ndarray) -> list[tuple[str, np.
     return get_rule(rule_name).views(images)
 
 
+BOOTSTRAP = 100  # resamples behind each FID interval
+
+
 def distribution_rows(real: dict[str, np.ndarray], gen: dict[str, np.ndarray], perts_real: np.ndarray,
                       perts_gen: np.ndarray, space: str, rule: str, sha: str, seed: int) -> list[dict]:
     """FID/KID overall and per perturbation, each averaged over channel views."""
@@ -59,24 +62,41 @@ def distribution_rows(real: dict[str, np.ndarray], gen: dict[str, np.ndarray], p
         ks = [kid(gen[v][b_rows], real[v][a_rows], seed=seed) for v in views]
         return f, float(np.mean([k[0] for k in ks])), float(np.mean([k[1] for k in ks])), ks[0][2]
 
+    rng = np.random.default_rng(seed)
+
+    def boot(a_rows, b_rows) -> np.ndarray:
+        """FID of BOOTSTRAP resamples (images of each side drawn with replacement), averaged over views."""
+        reps = [(rng.choice(a_rows, len(a_rows)), rng.choice(b_rows, len(b_rows))) for _ in range(BOOTSTRAP)]
+        return np.array([np.mean([fid(gen[v][gb], real[v][ra]) for v in views]) for ra, gb in reps])
+
+    def ci(value: float, reps: np.ndarray) -> dict:
+        # normal interval from the bootstrap spread: resampling duplicates images, which biases bootstrap FIDs
+        # upwards, so percentile intervals of FID can miss the estimate itself
+        half = 1.96 * float(reps.std(ddof=1))
+        return dict(ci_low=value - half, ci_high=value + half)
+
     all_r, all_g = np.arange(len(perts_real)), np.arange(len(perts_gen))
     f, k, ks, size = both(all_r, all_g)
     common = dict(feature_space=space, channel_rule=rule, extractor_sha256=sha, metric_seed=seed)
-    rows.append(dict(metric="fid_o", perturbation="", value=f, std=np.nan, n_gen=len(all_g), n_real=len(all_r), **common))
+    rows.append(dict(metric="fid_o", perturbation="", value=f, std=np.nan, n_gen=len(all_g), n_real=len(all_r),
+                     **ci(f, boot(all_r, all_g)), **common))
     rows.append(dict(metric="kid_o", perturbation="", value=k, std=ks, n_gen=len(all_g), n_real=len(all_r), **common))
-    per = []
+    per, per_boot = [], []
     for p in names:
         r = np.flatnonzero(perts_real == p)
         g = np.flatnonzero(perts_gen == p)
         f, k, ks, size = both(r, g)
         per.append((f, k))
-        rows.append(dict(metric="fid", perturbation=p, value=f, std=np.nan, n_gen=len(g), n_real=len(r), **common))
+        per_boot.append(boot(r, g))
+        rows.append(dict(metric="fid", perturbation=p, value=f, std=np.nan, n_gen=len(g), n_real=len(r),
+                         **ci(f, per_boot[-1]), **common))
         rows.append(dict(metric="kid", perturbation=p, value=k, std=ks, n_gen=len(g), n_real=len(r), **common))
     fs, kids = np.array([p[0] for p in per]), np.array([p[1] for p in per])
     n_min_g = min(int((perts_gen == p).sum()) for p in names)
     n_min_r = min(int((perts_real == p).sum()) for p in names)
     # std of the conditional scores: spread over perturbations; n: the smallest per-perturbation set
-    rows.append(dict(metric="fid_c", perturbation="", value=float(fs.mean()), std=float(fs.std()), n_gen=n_min_g, n_real=n_min_r, **common))
+    rows.append(dict(metric="fid_c", perturbation="", value=float(fs.mean()), std=float(fs.std()), n_gen=n_min_g, n_real=n_min_r,
+                     **ci(float(fs.mean()), np.mean(per_boot, axis=0)), **common))
     rows.append(dict(metric="kid_c", perturbation="", value=float(kids.mean()), std=float(kids.std()), n_gen=n_min_g, n_real=n_min_r, **common))
     return rows
 

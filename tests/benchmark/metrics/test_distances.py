@@ -81,3 +81,25 @@ def test_bad_features_raise_one_line_errors(rng):
         fid(np.full((5, 3), np.nan), rng.normal(size=(5, 3)))
     with pytest.raises(BenchmarkError, match="at least 2"):
         kid(rng.normal(size=(1, 3)), rng.normal(size=(5, 3)), seed=0)
+
+
+def test_fid_intervals_contain_the_estimate_shrink_with_n_and_are_seeded():
+    from benchmark.metrics.evaluate import distribution_rows
+
+    def rows(n, seed=0):
+        rng = np.random.default_rng(1)
+        real = rng.normal(size=(2 * n, 8))
+        gen = rng.normal(size=(2 * n, 8)) + 0.5
+        perts = np.array(["a", "b"] * n)
+        out = distribution_rows({"all": real}, {"all": gen}, perts, perts, "x", "all", "", seed)
+        return {(r["metric"], r["perturbation"]): r for r in out}
+
+    small, large = rows(40), rows(640)
+    for table in (small, large):
+        for key in (("fid_o", ""), ("fid_c", ""), ("fid", "a"), ("fid", "b")):
+            r = table[key]
+            assert r["ci_low"] < r["value"] < r["ci_high"]
+    width = lambda r: r["ci_high"] - r["ci_low"]
+    assert width(large[("fid_o", "")]) < width(small[("fid_o", "")]) / 2  # ~ 1/sqrt(n): sqrt(16) = 4
+    assert rows(40)[("fid_o", "")]["ci_low"] == small[("fid_o", "")]["ci_low"]  # seeded
+    assert rows(40, seed=1)[("fid_o", "")]["ci_low"] != small[("fid_o", "")]["ci_low"]
