@@ -73,12 +73,16 @@ def leaderboard(runs) -> pd.DataFrame:
     return agg.reset_index(drop=True)
 
 
-def _fmt(v: float, sd: float, n: int) -> str:
+def _fmt(v: float, sd: float, n: int, lo: float = np.nan, hi: float = np.nan) -> str:
+    """Mean ± seed interval over several seeds; value [bootstrap interval] for one."""
     if pd.isna(v):
         return "-"
-    s = f"{v:.2f}" if abs(v) >= 1 else f"{v:.4f}"
+    num = (lambda x: f"{x:.2f}") if abs(v) >= 1 else (lambda x: f"{x:.4f}")
+    s = num(v)
     if n > 1 and not pd.isna(sd):
         s += f" ± {sd:.2f}" if abs(sd) >= 0.1 else f" ± {sd:.3f}"
+    elif n == 1 and not (pd.isna(lo) or pd.isna(hi)):
+        s += f" [{num(lo)}, {num(hi)}]"
     return s
 
 
@@ -102,14 +106,15 @@ def table1a(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, pd.DataFrame, li
                 if len(hit):
                     h = hit.iloc[0]
                     num[name] = h["value"] * scale
-                    fmt[name] = _fmt(h["value"] * scale, h["seed_ci95"] * scale, int(h["n_seeds"]))
+                    fmt[name] = _fmt(h["value"] * scale, h["seed_ci95"] * scale, int(h["n_seeds"]),
+                                     h["ci_low"] * scale, h["ci_high"] * scale)
                 else:
                     num[name], fmt[name] = np.nan, "-"
         for key, space, col in PAIRED:
             hit = sub[(sub["metric"] == key) & (sub["feature_space"] == space)]
             if len(hit):
                 h = hit.iloc[0]
-                num[col], fmt[col] = h["value"], _fmt(h["value"], h["seed_ci95"], int(h["n_seeds"]))
+                num[col], fmt[col] = h["value"], _fmt(h["value"], h["seed_ci95"], int(h["n_seeds"]), h["ci_low"], h["ci_high"])
         seeds = sub["n_seeds"].max()
         num["n_seeds"] = fmt["n_seeds"] = int(seeds)
         rows_num.append(num)
@@ -243,7 +248,8 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None) -> l
         d = results_dir / task
         io.write_csv(d / "table1a.csv", num)
         md = [f"# {task}: Table 1a\n", "Lower is better for every column. KID is multiplied by 100 as in the paper. "
-              "Values are means over seeds (± half-width of the 95% t interval over seeds where n_seeds > 1).\n", to_markdown(fmt)]
+              "Values are means over seeds ± the half-width of the 95% t interval over seeds; for one seed, "
+              "[the 95% bootstrap interval over images].\n", to_markdown(fmt)]
         for space in ("inception", "morphology"):
             t1b = table1b(lb, task, space)
             if not t1b.empty:
