@@ -307,7 +307,7 @@ def overview(lb: pd.DataFrame, results_dir: Path, figs: list[Path] = (), fig_not
         for same, other in pairs:
             a = table_pick(lb, [same]).drop(columns="task").set_index("method")
             b = table_pick(lb, [other]).drop(columns="task").set_index("method")
-            joined = a.join(b, lsuffix=" same-batch", rsuffix=" other-batch", how="inner").reset_index()
+            joined = a.add_suffix(" same-batch").join(b.add_suffix(" other-batch"), how="inner").reset_index()
             joined.insert(0, "task", same)
             parts.append(joined)
         t2d = pd.concat(parts, ignore_index=True)
