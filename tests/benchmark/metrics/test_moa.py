@@ -27,9 +27,15 @@ def test_separable_classes_are_learned_and_shuffled_labels_are_at_chance():
     xt, yt = _blobs(300, 1)
     clf = MoAClassifier.fit(x, y, CFG)
     assert (clf.predict(xt) == np.array(yt)).mean() > 0.9
-    shuffled = list(np.random.default_rng(2).permutation(y))
-    acc = (MoAClassifier.fit(x, shuffled, CFG).predict(xt) == np.array(yt)).mean()
-    assert abs(acc - 1 / 3) < 0.12  # nothing to learn: chance, within sampling error at n=300
+    # labels shuffled away from the images: nothing to learn. (Shuffling the labels of clusterable images is
+    # not enough: the classifier then maps each cluster to a random label, and a chance alignment of those
+    # maps moves accuracy in steps of 1/3; so the images carry no class signal here at all.)
+    rng = np.random.default_rng(2)
+    noise = rng.integers(0, 256, (480, 16, 16, 3)).astype(np.uint8)
+    shuffled = list(rng.permutation(y))
+    test_noise = rng.integers(0, 256, (300, 16, 16, 3)).astype(np.uint8)
+    acc = (MoAClassifier.fit(noise, shuffled, CFG).predict(test_noise) == np.array(yt)).mean()
+    assert abs(acc - 1 / 3) < 0.1  # chance, within 3.7 binomial sd at n=300
 
 
 def test_saved_classifier_predicts_the_same_and_its_hash_is_stable(tmp_path):
