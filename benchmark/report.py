@@ -94,7 +94,7 @@ def table1a(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, pd.DataFrame, li
     """Numeric and formatted Table 1a for one task (one column block per feature space)."""
     t = lb[(lb["task"] == task) & (lb["perturbation"] == "")]
     spaces = [s for s in ("inception", "morphology") if s in set(t["feature_space"])] + sorted(
-        set(t["feature_space"]) - {"inception", "morphology", "pixels"})
+        {f for f in set(t["feature_space"]) - {"inception", "morphology", "pixels"} if not f.startswith("moa")})
     rows_num, rows_fmt, notes = [], [], []
     for label in dict.fromkeys(t["label"]):
         sub = t[t["label"] == label]

@@ -31,6 +31,8 @@ def test_table2a_has_every_method_and_the_real_ceiling_with_intervals(results):
     assert list(t["method"])[-1] == "real held-out images (ceiling)"
     assert {"identity", "oracle", "cellflow", "cellflow (w/o CFG)"} <= set(t["method"])
     assert t["accuracy [95% CI]"].str.match(r"^\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]$").all()
+    t1a = pd.read_csv(results / "synthetic-tiny" / "table1a.csv")
+    assert not [c for c in t1a.columns if "moa" in c]  # accuracy is Table 2a's, not an FID column
     per = pd.read_csv(results / "synthetic-tiny" / "table2a_per_moa.csv")
     assert "real held-out" in per.columns and per["n"].min() > 0
 
