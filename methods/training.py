@@ -9,10 +9,13 @@ as strings.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from benchmark import io
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,3 +54,23 @@ def restore_rng(state: dict[str, Any], g: torch.Generator, np_rng: np.random.Gen
     np_rng.bit_generator.state = {"bit_generator": d["bit_generator"],
                                   "state": {"state": int(d["state"]), "inc": int(d["inc"])},
                                   "has_uint32": d["has_uint32"], "uinteger": d["uinteger"]}
+
+
+def save_checkpoint(path: Path, parts: dict[str, Any], step: int, log: tuple[str, list], g: torch.Generator,
+                    np_rng: np.random.Generator, **extra: Any) -> None:
+    """Every stateful part (models, EMA, optimisers, schedules), the step, the loss log and the RNGs, atomically."""
+    key, values = log
+    io.write_torch(path, {**{k: v.state_dict() for k, v in parts.items()}, "step": step, key: values, **extra,
+                          **rng_state(g, np_rng)})
+
+
+def load_checkpoint(path: Path, parts: dict[str, Any], log_key: str, g: torch.Generator, np_rng: np.random.Generator,
+                    device: torch.device) -> tuple[int, list]:
+    """Restore what `save_checkpoint` wrote, if it exists; returns (step, loss log), (0, []) for a fresh start."""
+    if not Path(path).is_file():
+        return 0, []
+    state = torch.load(path, map_location=device, weights_only=True)
+    for k, v in parts.items():
+        v.load_state_dict(state[k])
+    restore_rng(state, g, np_rng)
+    return int(state["step"]), list(state[log_key])

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.method import Capabilities, GenerateRequest, Method, TrainData
-from methods.training import as_float, random_flips, resolve_device, restore_rng, rng_state
+from methods.training import as_float, load_checkpoint, random_flips, resolve_device, save_checkpoint
 
 from .path import interpolate, sample_time, target_velocity
 from .solver import GuidedField, integrate
@@ -155,16 +155,9 @@ class CellFlow(Method):
         opt = torch.optim.Adam(self.model.parameters(), lr=c.lr)
         g = torch.Generator().manual_seed(seed)
         np_rng = np.random.default_rng(seed)
-        step, losses = 0, []
-        workdir = Path(workdir)
-        ckpt = workdir / "checkpoint.pt"
-        if ckpt.is_file():
-            state = torch.load(ckpt, map_location=dev, weights_only=True)
-            self.model.load_state_dict(state["model"])
-            self.ema.load_state_dict(state["ema"])
-            opt.load_state_dict(state["optimizer"])
-            step, losses = int(state["step"]), list(state["losses"])
-            restore_rng(state, g, np_rng)
+        ckpt = Path(workdir) / "checkpoint.pt"
+        parts = {"model": self.model, "ema": self.ema, "optimizer": opt}
+        step, losses = load_checkpoint(ckpt, parts, "losses", g, np_rng, dev)
         t0, start = time.time(), step
         bar = tqdm(total=c.steps, initial=step, desc="cellflow training", unit="step")
         while step < c.steps:
@@ -189,9 +182,7 @@ class CellFlow(Method):
             if step % 25 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-25:]):.4f}")
             if step % c.checkpoint_every == 0 or step == c.steps:
-                io.write_torch(ckpt, {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
-                                      "optimizer": opt.state_dict(), "step": step, "losses": losses,
-                                      **rng_state(g, np_rng)})
+                save_checkpoint(ckpt, parts, step, ("losses", losses), g, np_rng)
         bar.close()
         elapsed = time.time() - t0
         done = step - start

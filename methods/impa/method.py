@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.method import Capabilities, GenerateRequest, Method, TrainData
-from methods.training import as_float, random_flips, resolve_device, restore_rng, rng_state
+from methods.training import as_float, load_checkpoint, random_flips, resolve_device, save_checkpoint
 
 from .networks import Discriminator, Generator, MappingNetwork, StyleEncoder, kaiming_init
 
@@ -147,15 +147,9 @@ class IMPA(Method):
                                  weight_decay=c.weight_decay)
         g = torch.Generator().manual_seed(seed)
         np_rng = np.random.default_rng(seed)
-        step, history = 0, []
         ckpt = Path(workdir) / "checkpoint.pt"
-        if ckpt.is_file():
-            state = torch.load(ckpt, map_location=dev, weights_only=True)
-            self.nets.load_state_dict(state["nets"])
-            opt_g.load_state_dict(state["opt_g"])
-            opt_d.load_state_dict(state["opt_d"])
-            step, history = int(state["step"]), list(state["history"])
-            restore_rng(state, g, np_rng)
+        parts = {"nets": self.nets, "opt_g": opt_g, "opt_d": opt_d}
+        step, history = load_checkpoint(ckpt, parts, "history", g, np_rng, dev)
         t0, start = time.time(), step
         bar = tqdm(total=c.steps, initial=step, desc="impa training", unit="step")
         while step < c.steps:
@@ -184,9 +178,7 @@ class IMPA(Method):
                 h = np.mean(history[-25:], axis=0)
                 bar.set_postfix(d=f"{h[0]:.3f}", g=f"{h[1]:.3f}", cyc=f"{h[2]:.3f}")
             if step % c.checkpoint_every == 0 or step == c.steps:
-                io.write_torch(ckpt, {"nets": self.nets.state_dict(), "opt_g": opt_g.state_dict(),
-                                      "opt_d": opt_d.state_dict(), "step": step, "history": history,
-                                      "lambda_ds": self.lambda_ds(step), **rng_state(g, np_rng)})
+                save_checkpoint(ckpt, parts, step, ("history", history), g, np_rng, lambda_ds=self.lambda_ds(step))
         bar.close()
         elapsed, done = time.time() - t0, step - start
         h = np.asarray(history)

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.method import Capabilities, GenerateRequest, Method, TrainData
-from methods.training import as_float, random_flips, resolve_device, restore_rng, rng_state
+from methods.training import as_float, load_checkpoint, random_flips, resolve_device, save_checkpoint
 
 from .model import CONTROL, NULL, PERTURBATION, Denoiser
 
@@ -143,16 +143,9 @@ class PhenDiff(Method):
         lr_sched = get_cosine_schedule_with_warmup(opt, c.warmup_steps, c.steps)
         g = torch.Generator().manual_seed(seed)
         np_rng = np.random.default_rng(seed)
-        step, losses = 0, []
         ckpt = Path(workdir) / "checkpoint.pt"
-        if ckpt.is_file():
-            state = torch.load(ckpt, map_location=dev, weights_only=True)
-            self.model.load_state_dict(state["model"])
-            self.ema.load_state_dict(state["ema"])
-            opt.load_state_dict(state["optimizer"])
-            lr_sched.load_state_dict(state["lr_schedule"])
-            step, losses = int(state["step"]), list(state["losses"])
-            restore_rng(state, g, np_rng)
+        parts = {"model": self.model, "ema": self.ema, "optimizer": opt, "lr_schedule": lr_sched}
+        step, losses = load_checkpoint(ckpt, parts, "losses", g, np_rng, dev)
         t0, start = time.time(), step
         bar = tqdm(total=c.steps, initial=step, desc="phendiff training", unit="step")
         while step < c.steps:
@@ -176,9 +169,7 @@ class PhenDiff(Method):
             if step % 25 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-25:]):.4f}")
             if step % c.checkpoint_every == 0 or step == c.steps:
-                io.write_torch(ckpt, {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
-                                      "optimizer": opt.state_dict(), "lr_schedule": lr_sched.state_dict(),
-                                      "step": step, "losses": losses, **rng_state(g, np_rng)})
+                save_checkpoint(ckpt, parts, step, ("losses", losses), g, np_rng)
         bar.close()
         elapsed = time.time() - t0
         done = step - start
