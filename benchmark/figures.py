@@ -19,15 +19,10 @@ import pandas as pd
 
 from benchmark.errors import BenchmarkError
 from benchmark.registry import TASKS
+from benchmark.trajectory import display
 
 N_PERTURBATIONS = 6
 PNG = {"metadata": {"Software": None}}
-
-
-def _display(images: np.ndarray) -> np.ndarray:
-    from benchmark.trajectory import _display as display
-
-    return display(images)
 
 
 def _one_run_per_label(runs, lb: pd.DataFrame, task: str) -> dict[str, object]:
@@ -59,7 +54,7 @@ def samples_figure(data, plan, chosen: dict[str, object], path: Path) -> Path:
             tiles.append(np.load(run.path / "generated.npy", mmap_mode="r")[k])
         for j, tile in enumerate(tiles):
             ax = axes[i, j]
-            ax.imshow(_display(np.asarray(tile)[None])[0], interpolation="nearest")
+            ax.imshow(display(np.asarray(tile)[None])[0], interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:

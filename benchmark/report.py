@@ -26,6 +26,11 @@ PAIRED = [("paired_rmse", "pixels", "paired RMSE"), ("paired_morph", "morphology
 METHOD_ORDER = {"identity": 0, "phendiff": 1, "impa": 2, "cellflow": 3, "oracle": 9}
 
 
+def config_hash(manifest: dict) -> str:
+    """Short hash of a run's resolved method config: what tells two settings of one method apart."""
+    return io.sha256_bytes(json.dumps(manifest.get("config", {}), sort_keys=True).encode())[:8]
+
+
 def _seed_ci95(v: pd.Series) -> float:
     """Half-width of the 95% t interval of the mean over seeds (NaN for one seed)."""
     from scipy import stats
@@ -44,7 +49,7 @@ def leaderboard(runs) -> pd.DataFrame:
             if col not in m.columns:
                 m[col] = np.nan
         # runs of one method with different settings are different rows, never "seeds" of one
-        m["config"] = io.sha256_bytes(json.dumps(r.manifest.get("config", {}), sort_keys=True).encode())[:8]
+        m["config"] = config_hash(r.manifest)
         frames.append(m)
     if not frames:
         raise BenchmarkError("no completed runs found; run `python -m benchmark run --method M --task T` first")
@@ -211,7 +216,7 @@ def run_list(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
         m = r.manifest
         if m.get("task", {}).get("name") != task:
             continue
-        config = io.sha256_bytes(json.dumps(m.get("config", {}), sort_keys=True).encode())[:8]
+        config = config_hash(m)
         fit = m.get("fit", {})
         trained = fit.get("trained_with", fit)
         how = f"scored from run {fit['from_run']}" if "from_run" in fit else "trained in this run"

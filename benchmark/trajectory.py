@@ -20,7 +20,7 @@ from benchmark.registry import METHODS, TASKS
 from benchmark.runner import stored_run
 
 
-def _display(images: np.ndarray) -> np.ndarray:
+def display(images: np.ndarray) -> np.ndarray:
     """(N, H, W, C) uint8 -> RGB: 3 channels as stored, 1-2 as grey, more than 3 as the first three."""
     if images.shape[-1] >= 3:
         return images[..., :3]
@@ -29,7 +29,7 @@ def _display(images: np.ndarray) -> np.ndarray:
 
 def strip(states: dict[float, torch.Tensor]) -> np.ndarray:
     """Rows = cells, columns = frames (in time order for forward, as given for reverse)."""
-    cols = [_display(to_uint8(states[t])) for t in states]
+    cols = [display(to_uint8(states[t])) for t in states]
     return np.concatenate([np.concatenate(list(c), axis=0) for c in cols], axis=1)
 
 

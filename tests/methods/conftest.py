@@ -29,3 +29,15 @@ def make_request(tiny_data):
                                embeddings=torch.from_numpy(tiny_data.embed(perts)))
 
     return make
+
+
+def descend(loss_fn, params, steps: int = 30, lr: float = 1e-3) -> tuple[float, float]:
+    """Adam on one fixed batch: the loss (before, after) `steps` updates of `params`."""
+    opt = torch.optim.Adam(params, lr=lr)
+    before = loss_fn().item()
+    for _ in range(steps):
+        loss = loss_fn()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return before, loss_fn().item()
