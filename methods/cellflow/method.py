@@ -82,6 +82,16 @@ PROFILES: dict[str, dict[str, Any]] = {
 PROFILES["default"] = PROFILES["quick"]
 
 
+def ema_decay(target: float, step: int) -> float:
+    """EMA decay at `step`, warmed up as (1 + step) / (10 + step) (the schedule of diffusers' EMAModel).
+
+    Without the warm-up the average keeps target**steps of the random initial weights: 8% after 2,500 steps at
+    0.999, which darkened and blurred every sample of short GPU runs (simulated screen: morphology FID_o 10.6
+    with that EMA vs 4.4 with the raw weights of the same run).
+    """
+    return min(target, (1 + step) / (10 + step))
+
+
 class CellFlow(Method):
     name = "cellflow"
     capabilities = Capabilities(needs_control=True, unseen_perturbations=True)
@@ -174,8 +184,9 @@ class CellFlow(Method):
             loss.backward()
             opt.step()
             with torch.no_grad():
+                decay = ema_decay(c.ema_decay, step)
                 for pe, pm in zip(self.ema.parameters(), self.model.parameters()):
-                    pe.lerp_(pm, 1 - c.ema_decay)
+                    pe.lerp_(pm, 1 - decay)
             step += 1
             losses.append(loss.item())
             bar.update()

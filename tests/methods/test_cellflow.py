@@ -7,6 +7,7 @@ import torch
 from benchmark.errors import BenchmarkError
 from benchmark.method import to_tensor
 from methods.cellflow import CellFlow, CellFlowConfig
+from methods.cellflow.method import ema_decay
 from methods.cellflow.solver import integrate
 
 from .conftest import descend
@@ -38,6 +39,19 @@ def test_fit_reports_a_falling_loss(fitted):
     _, summary = fitted
     assert summary["steps"] == 60
     assert summary["loss_last_50"] < summary["loss_first_50"]
+
+
+def test_ema_is_warmed_up_and_forgets_the_initial_weights(train_data, tmp_path):
+    # a plain 0.999 EMA after 20 steps would still be 98% the random initial weights
+    assert ema_decay(0.999, 0) == pytest.approx(0.1) and ema_decay(0.999, 10**6) == 0.999
+    m = CellFlow(CellFlowConfig(steps=20, **{**SMALL, "ema_decay": 0.999}))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        m._build(train_data.images.shape[-1], train_data.embeddings.shape[1])
+    init = torch.cat([p.flatten() for p in m.model.parameters()]).clone()
+    m.fit(train_data, seed=0, workdir=tmp_path)
+    ema, raw = (torch.cat([p.flatten() for p in net.parameters()]) for net in (m.ema, m.model))
+    assert (ema - raw).norm() < 0.5 * (ema - init).norm()
 
 
 def test_output_depends_on_the_condition(fitted, make_request):
