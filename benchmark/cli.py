@@ -62,7 +62,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     cfg = RunConfig(method=args.method, task=args.task, seed=args.seed, out=args.out, data_dir=args.data_dir,
                     profile=args.profile, overrides=args.set or [], features=tuple(f for f in args.features.split(",") if f),
                     inception_weights=args.inception_weights, workdir=args.workdir,
-                    from_run=args.from_run, channel_rule=args.channel_rule)
+                    from_run=args.from_run, reuse_generated=args.reuse_generated,
+                    channel_rule=args.channel_rule)
     path = run(cfg)
     import pandas as pd
 
@@ -154,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how channels reach 3-channel extractors (default: the task's; 'each' scores every stain)")
     r.add_argument("--from-run", type=Path, default=None, metavar="RUN_DIR",
                    help="skip training: load the model of this stored run (its config is the base of --set)")
+    r.add_argument("--reuse-generated", action="store_true",
+                   help="with --from-run: score that run's generated images as they are (e.g. in Inception space); "
+                        "its model/ is not needed")
     r.set_defaults(fn=cmd_run)
     sw = sub.add_parser("sweep", help="plan the methods x tasks x seeds grid and launch it (SLURM, local, debug)")
     sw.add_argument("--methods", required=True, help="comma-separated")

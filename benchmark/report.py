@@ -219,7 +219,8 @@ def run_list(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
         config = config_hash(m)
         fit = m.get("fit", {})
         trained = fit.get("trained_with", fit)
-        how = f"scored from run {fit['from_run']}" if "from_run" in fit else "trained in this run"
+        how = ("trained in this run" if "from_run" not in fit else f"images of run {fit['from_run']} scored again"
+               if "generated_by" in fit else f"model of run {fit['from_run']} scored")
         rows.append({"label": labels.get((m["method"], m.get("variant", "default"), config), m["method"]),
                      "run_id": m["run_id"], "seed": m.get("seed"), "profile": m.get("profile") or "default",
                      "overrides": " ".join(m.get("overrides") or []) or "-", "steps": trained.get("steps", "-"),

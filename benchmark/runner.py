@@ -46,6 +46,7 @@ class RunConfig:
     generate_batch: int = 64
     workdir: Path | None = None  # persistent training dir: a killed run restarted with it resumes
     from_run: Path | None = None  # score the model of this stored run instead of training (e.g. trained on a GPU)
+    reuse_generated: bool = False  # with from_run: score its stored images in other feature spaces, no model needed
     channel_rule: str | None = None  # override the task's channel rule (recorded with every number)
     sweep: dict[str, Any] | None = None  # sweep name and job-spec hash, when a sweep launched this run
 
@@ -78,12 +79,12 @@ def stored_run(run_dir: Path, need_model: bool = True) -> dict[str, Any]:
 
 
 def resolve_method(name: str, profile: str | None, overrides: list[str],
-                   from_run: Path | None = None) -> tuple[type[Method], Any]:
+                   from_run: Path | None = None, need_model: bool = True) -> tuple[type[Method], Any]:
     cls = METHODS.get(name)
     if from_run is not None:
         # the stored run's resolved config is the base, so the architecture matches its weights;
         # --set may still change what does not touch the weights (solver, nfe, guidance, ...)
-        manifest = stored_run(from_run)
+        manifest = stored_run(from_run, need_model)
         if manifest["method"] != name:
             raise BenchmarkError(f"{from_run}: the stored run is of method {manifest['method']!r}, not {name!r}")
         if profile is not None:
@@ -126,6 +127,21 @@ def generate_all(method: Method, data, plan, seed: int, batch: int) -> np.ndarra
     return np.concatenate(out)
 
 
+def reused_images(run_dir: Path, manifest: dict[str, Any], task: str, split_hash: str, plan) -> np.ndarray:
+    """The generated images of a stored run, if they answer exactly this task's evaluation plan."""
+    for key, want, have in (("task", task, manifest["task"]["name"]), ("split_hash", split_hash, manifest.get("split_hash")),
+                            ("eval_plan_sha256", plan.digest(), manifest.get("eval_plan_sha256"))):
+        if want != have:
+            raise BenchmarkError(f"{run_dir}/manifest.json: {key} is {have!r}, this run needs {want!r}; "
+                                 "its images answer another evaluation plan")
+    images = np.load(run_dir / "generated.npy", mmap_mode="r")
+    want_shape = (len(plan.requests), *np.asarray(images).shape[1:])
+    if images.dtype != np.uint8 or images.shape[0] != len(plan.requests):
+        raise BenchmarkError(f"{run_dir}/generated.npy: {images.dtype} array of shape {images.shape}, "
+                             f"expected uint8 of shape {want_shape}")
+    return np.ascontiguousarray(images)
+
+
 def run(cfg: RunConfig) -> Path:
     """Execute one run and return its directory in the store."""
     task = TASKS.get(cfg.task)
@@ -133,7 +149,10 @@ def run(cfg: RunConfig) -> Path:
         from benchmark.metrics.channels import get_rule
 
         task = dataclasses.replace(task, channel_rule=get_rule(cfg.channel_rule).name)
-    cls, config = resolve_method(cfg.method, cfg.profile, cfg.overrides, cfg.from_run)
+    if cfg.reuse_generated and (cfg.from_run is None or cfg.overrides):
+        raise BenchmarkError("--reuse-generated scores the images of --from-run RUN_DIR as they are: it needs "
+                             "--from-run and takes no --set")
+    cls, config = resolve_method(cfg.method, cfg.profile, cfg.overrides, cfg.from_run, need_model=not cfg.reuse_generated)
     check_capabilities(cls, task)
     # fail before any training on what can be checked now: feature spaces and weights files
     from benchmark.metrics.features import EXTRACTORS
@@ -157,25 +176,31 @@ def run(cfg: RunConfig) -> Path:
                           perturbations=data.train_perturbations(), embeddings=data.embeddings,
                           channels=task.channels, pairing=task.pairing)
         method = cls(config)
+        plan = data.eval_plan()
         t_fit = time.time()
         if cfg.from_run is None:
             fit_summary = method.fit(train, seed=cfg.seed, workdir=cfg.workdir or stage / "work") or {}
         else:
-            method.load(Path(cfg.from_run) / "model")
-            trained = stored_run(cfg.from_run)
+            trained = stored_run(cfg.from_run, need_model=not cfg.reuse_generated)
             fit_summary = {"from_run": trained["run_id"], "trained_on": trained["task"]["name"],
-                           "model_sha256": {p.name: io.sha256_file(p) for p in sorted((Path(cfg.from_run) / "model").iterdir())},
                            "trained_with": trained.get("fit", {}), "trained_git_sha": trained.get("git_sha")}
+            if not cfg.reuse_generated:
+                method.load(Path(cfg.from_run) / "model")
+                fit_summary["model_sha256"] = {p.name: io.sha256_file(p) for p in sorted((Path(cfg.from_run) / "model").iterdir())}
         t_fit = time.time() - t_fit
-        method.save(stage / "model")
-        plan = data.eval_plan()
-        if cls.capabilities.reads_heldout:
-            from methods.reference import HeldoutPool
-
-            method.attach_heldout(HeldoutPool(data, plan.heldout_pool, seed=plan.seed))
         seed_everything(cfg.seed)
         t_gen = time.time()
-        generated = generate_all(method, data, plan, cfg.seed, cfg.generate_batch)
+        if cfg.reuse_generated:
+            generated = reused_images(Path(cfg.from_run), trained, task.name, split_hash, plan)
+            fit_summary["generated_by"] = trained["run_id"]
+            fit_summary["generated_sha256"] = io.sha256_file(Path(cfg.from_run) / "generated.npy")
+        else:
+            method.save(stage / "model")
+            if cls.capabilities.reads_heldout:
+                from methods.reference import HeldoutPool
+
+                method.attach_heldout(HeldoutPool(data, plan.heldout_pool, seed=plan.seed))
+            generated = generate_all(method, data, plan, cfg.seed, cfg.generate_batch)
         t_gen = time.time() - t_gen
         io.write_npy(stage / "generated.npy", generated)
         io.write_csv(stage / "generated.csv", plan.requests)
@@ -207,8 +232,9 @@ def run(cfg: RunConfig) -> Path:
             "method": cls.name,
             "method_origin": METHODS.origin(cls.name),
             "variant": variant,
-            "profile": cfg.profile,
-            "overrides": cfg.overrides,
+            # a run scored from another carries the settings it was trained with, then its own --set
+            "profile": cfg.profile if cfg.from_run is None else trained.get("profile"),
+            "overrides": cfg.overrides if cfg.from_run is None else [*(trained.get("overrides") or []), *cfg.overrides],
             "config": dataclasses.asdict(config) if config is not None else {},
             "task": task.spec(),
             "seed": cfg.seed,

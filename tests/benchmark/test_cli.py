@@ -93,6 +93,36 @@ def test_a_stored_model_is_scored_again_without_training(cellflow_run, data_dir,
     assert "is of method 'cellflow', not 'identity'" in capsys.readouterr().err
 
 
+def test_stored_images_are_scored_again_without_the_model(cellflow_run, data_dir, tmp_path, capsys):
+    """--reuse-generated: another feature space on the images a GPU run brought back, its model/ left behind."""
+    import shutil
+
+    src = tmp_path / "src" / cellflow_run.name
+    shutil.copytree(cellflow_run, src, ignore=shutil.ignore_patterns("model"))
+    out = tmp_path / "runs"
+    assert main(["run", "--method", "cellflow", "--task", "synthetic-tiny", "--out", str(out), "--data-dir",
+                 str(data_dir), "--features", "morphology", "--from-run", str(src), "--reuse-generated"]) == 0
+    (again,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    assert np.array_equal(np.load(again / "generated.npy"), np.load(cellflow_run / "generated.npy"))
+    manifest = json.loads((again / "manifest.json").read_text())
+    original = json.loads((cellflow_run / "manifest.json").read_text())
+    assert manifest["fit"]["generated_by"] == original["run_id"] and manifest["config"] == original["config"]
+    assert manifest["overrides"] == original["overrides"] and not (again / "model").exists()
+    m = pd.read_csv(again / "metrics.csv")
+    assert "morphology" in set(m["feature_space"]) and (m["value"].notna()).all()
+    # images of another evaluation plan (here: another task) are refused, and --set cannot apply to stored images
+    manifest_src = json.loads((src / "manifest.json").read_text())
+    manifest_src["eval_plan_sha256"] = "0" * 16
+    (src / "manifest.json").write_text(json.dumps(manifest_src))
+    code, _, err = run_cli(capsys, "run", "--method", "cellflow", "--task", "synthetic-tiny", "--out", str(out),
+                           "--data-dir", str(data_dir), "--features", "morphology", "--from-run", str(src), "--reuse-generated")
+    assert code == 2 and "eval_plan_sha256 is '0000000000000000'" in err
+    code, _, err = run_cli(capsys, "run", "--method", "cellflow", "--task", "synthetic-tiny", "--out", str(out),
+                           "--data-dir", str(data_dir), "--from-run", str(src), "--reuse-generated", "--set", "nfe=4")
+    assert code == 2 and "takes no --set" in err
+    assert len([p for p in out.iterdir() if not p.name.startswith(".")]) == 1
+
+
 def test_runs_with_different_settings_are_separate_rows_not_seeds(cellflow_run, data_dir, tmp_path):
     import shutil
 

@@ -125,3 +125,27 @@ def test_ablation_variants_are_named():
     assert CellFlow(CellFlowConfig(alpha=1.0)).variant() == "w/o CFG"
     assert CellFlow(CellFlowConfig(condition=False, alpha=1.0)).variant() == "w/o condition"
     assert CellFlow(CellFlowConfig(p_noise=0.0)).variant() == "w/o noise"
+
+
+def test_killed_cosine_run_resumes_on_its_schedule(train_data, tmp_path, monkeypatch):
+    """A real kill mid-run: the learning-rate schedule is restored with the weights, not restarted."""
+    import methods.cellflow.method as module
+
+    cfg = dict(SMALL, lr_schedule="cosine", warmup_steps=3)
+    full = CellFlow(CellFlowConfig(steps=20, **cfg))
+    full.fit(train_data, seed=3, workdir=tmp_path / "full")
+    real = module.save_checkpoint
+
+    def save_then_die(path, parts, step, *args):
+        real(path, parts, step, *args)
+        if step == 10:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        CellFlow(CellFlowConfig(steps=20, **cfg)).fit(train_data, seed=3, workdir=tmp_path / "cut")
+    monkeypatch.setattr(module, "save_checkpoint", real)
+    resumed = CellFlow(CellFlowConfig(steps=20, **cfg))
+    assert resumed.fit(train_data, seed=3, workdir=tmp_path / "cut")["resumed_from"] == 10
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
