@@ -149,3 +149,21 @@ def test_killed_cosine_run_resumes_on_its_schedule(train_data, tmp_path, monkeyp
     assert resumed.fit(train_data, seed=3, workdir=tmp_path / "cut")["resumed_from"] == 10
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_ot_coupling_lowers_the_pair_cost_and_keeps_pairs_within_a_plate():
+    from methods.cellflow.path import ot_pairing
+
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(24, 3, 8, 8, generator=g), torch.randn(24, 3, 8, 8, generator=g)
+    plates = np.repeat(np.array(["P1", "P2", "P3"]), 8)
+    perm = ot_pairing(x0, x1, plates)
+    assert sorted(perm) == list(range(24)) and (plates[perm] == plates).all()
+    cost = lambda p: (x1 - x0[p]).pow(2).sum().item()  # noqa: E731
+    assert cost(perm) < cost(np.arange(24))
+    # brute force on one plate of 5: nothing beats the assignment
+    import itertools
+
+    small = ot_pairing(x0[:5], x1[:5], np.zeros(5))
+    best = min(itertools.permutations(range(5)), key=lambda p: (x1[:5] - x0[list(p)]).pow(2).sum().item())
+    assert list(small) == list(best)
