@@ -267,7 +267,9 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None) -> l
             io.write_csv(d / "table2a_per_moa.csv", t2a_moa)
             md += ["\n## Table 2a: MoA accuracy\n", "A classifier trained on the task's real training images "
                    "(weights hash in `classifier`) labels each generated image; the interval is a seeded bootstrap "
-                   "over images. The last row scores real held-out images: the ceiling.\n", to_markdown(t2a),
+                   "over images. The last row scores real held-out images: the ceiling of real phenotypes, not of the "
+                   "score: a generator that exaggerates what the classifier keys on can exceed it (IMPA on the "
+                   "simulated screen does), so read accuracy together with FID.\n", to_markdown(t2a),
                    "\nPer MoA (accuracy; n generated images per MoA):\n", to_markdown(t2a_moa, ".3f")]
         variants = lb[(lb["task"] == task) & (lb["variant"] != "default")]
         if not variants.empty:
