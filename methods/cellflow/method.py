@@ -77,7 +77,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # coupling "ot" (minibatch OT within each plate; the paper pairs at random within the plate): with random
     # pairs the short run left ghosts of the control cell where a compound shrinks cells (statins, emetine)
     # and lost to identity on FID_c; simulated screen, seed 0, Inception: FID_o 61.1 -> 46.7, FID_c
-    # 125.4 -> 107.0, paired RMSE 0.1104 -> 0.1022 (identity: 71.4, 108.4, 0.1126)
+    # 125.4 -> 107.0, paired RMSE 0.1104 -> 0.1022 (identity: 71.4, 108.4, 0.1126). Over seeds 0-2: FID_o
+    # 49.8, FID_c 111.5 (still above identity's 108.4), paired 0.1009
     "quick": QUICK,
     # the paper's text (section 4.2, appendix C): hidden 128, four stages, batch 128, Adam 1e-4, 100 epochs
     # (steps here = 100 epochs of BBBC021's ~98k crops / 128), Euler; a GPU profile
