@@ -127,7 +127,8 @@ def generate_all(method: Method, data, plan, seed: int, batch: int) -> np.ndarra
     return np.concatenate(out)
 
 
-def reused_images(run_dir: Path, manifest: dict[str, Any], task: str, split_hash: str, plan) -> np.ndarray:
+def reused_images(run_dir: Path, manifest: dict[str, Any], task: str, split_hash: str, plan,
+                  image_shape: tuple[int, ...]) -> np.ndarray:
     """The generated images of a stored run, if they answer exactly this task's evaluation plan."""
     for key, want, have in (("task", task, manifest["task"]["name"]), ("split_hash", split_hash, manifest.get("split_hash")),
                             ("eval_plan_sha256", plan.digest(), manifest.get("eval_plan_sha256"))):
@@ -135,8 +136,8 @@ def reused_images(run_dir: Path, manifest: dict[str, Any], task: str, split_hash
             raise BenchmarkError(f"{run_dir}/manifest.json: {key} is {have!r}, this run needs {want!r}; "
                                  "its images answer another evaluation plan")
     images = np.load(run_dir / "generated.npy", mmap_mode="r")
-    want_shape = (len(plan.requests), *np.asarray(images).shape[1:])
-    if images.dtype != np.uint8 or images.shape[0] != len(plan.requests):
+    want_shape = (len(plan.requests), *image_shape)
+    if images.dtype != np.uint8 or images.shape != want_shape:
         raise BenchmarkError(f"{run_dir}/generated.npy: {images.dtype} array of shape {images.shape}, "
                              f"expected uint8 of shape {want_shape}")
     return np.ascontiguousarray(images)
@@ -188,18 +189,19 @@ def run(cfg: RunConfig) -> Path:
                 method.load(Path(cfg.from_run) / "model")
                 fit_summary["model_sha256"] = {p.name: io.sha256_file(p) for p in sorted((Path(cfg.from_run) / "model").iterdir())}
         t_fit = time.time() - t_fit
-        seed_everything(cfg.seed)
-        t_gen = time.time()
-        if cfg.reuse_generated:
-            generated = reused_images(Path(cfg.from_run), trained, task.name, split_hash, plan)
-            fit_summary["generated_by"] = trained["run_id"]
-            fit_summary["generated_sha256"] = io.sha256_file(Path(cfg.from_run) / "generated.npy")
-        else:
+        if not cfg.reuse_generated:
             method.save(stage / "model")
             if cls.capabilities.reads_heldout:
                 from methods.reference import HeldoutPool
 
                 method.attach_heldout(HeldoutPool(data, plan.heldout_pool, seed=plan.seed))
+        seed_everything(cfg.seed)
+        t_gen = time.time()
+        if cfg.reuse_generated:
+            generated = reused_images(Path(cfg.from_run), trained, task.name, split_hash, plan, data.images.shape[1:])
+            fit_summary["generated_by"] = trained["run_id"]
+            fit_summary["generated_sha256"] = io.sha256_file(Path(cfg.from_run) / "generated.npy")
+        else:
             generated = generate_all(method, data, plan, cfg.seed, cfg.generate_batch)
         t_gen = time.time() - t_gen
         io.write_npy(stage / "generated.npy", generated)

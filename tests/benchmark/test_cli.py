@@ -117,6 +117,12 @@ def test_stored_images_are_scored_again_without_the_model(cellflow_run, data_dir
     code, _, err = run_cli(capsys, "run", "--method", "cellflow", "--task", "synthetic-tiny", "--out", str(out),
                            "--data-dir", str(data_dir), "--features", "morphology", "--from-run", str(src), "--reuse-generated")
     assert code == 2 and "eval_plan_sha256 is '0000000000000000'" in err
+    # images of the right plan but not of the task's image shape are refused too
+    (src / "manifest.json").write_text(json.dumps(original))
+    np.save(src / "generated.npy", np.load(cellflow_run / "generated.npy")[:, :-1])
+    code, _, err = run_cli(capsys, "run", "--method", "cellflow", "--task", "synthetic-tiny", "--out", str(out),
+                           "--data-dir", str(data_dir), "--features", "morphology", "--from-run", str(src), "--reuse-generated")
+    assert code == 2 and "generated.npy: uint8 array of shape" in err and "expected uint8 of shape" in err
     code, _, err = run_cli(capsys, "run", "--method", "cellflow", "--task", "synthetic-tiny", "--out", str(out),
                            "--data-dir", str(data_dir), "--from-run", str(src), "--reuse-generated", "--set", "nfe=4")
     assert code == 2 and "takes no --set" in err
