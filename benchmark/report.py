@@ -180,7 +180,8 @@ def _main_space(t: pd.DataFrame) -> str:
 
 
 def table_pick(lb: pd.DataFrame, tasks: list[str], space: str | None = None) -> pd.DataFrame:
-    """FID_o / FID_c (and paired error) of every method on the given tasks, one row per task x method."""
+    """FID_o / FID_c (and paired error) of every method on the given tasks, one row per task x method, with the
+    number of seeds its values are means over."""
     t = lb[lb["task"].isin(tasks) & (lb["perturbation"] == "")]
     space = space or _main_space(t)
     rows = []
@@ -191,6 +192,7 @@ def table_pick(lb: pd.DataFrame, tasks: list[str], space: str | None = None) -> 
             row[f"{col} [{space}]"] = hit["value"].iloc[0] if len(hit) else np.nan
         hit = sub[sub["metric"] == "paired_rmse"]
         row["paired RMSE"] = hit["value"].iloc[0] if len(hit) else np.nan
+        row["n_seeds"] = int(sub["n_seeds"].max())  # a mean over seeds next to one seed must say so
         rows.append(row)
     return pd.DataFrame(rows)
 

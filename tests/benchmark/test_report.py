@@ -41,10 +41,11 @@ def test_ablations_unseen_and_batch_tables_and_ranks(results):
     results, _ = results
     t2c = pd.read_csv(results / "synthetic-tiny" / "table2c.csv")
     assert set(t2c["method"]) == {"cellflow", "cellflow (w/o CFG)"}
+    assert dict(zip(t2c["method"], t2c["n_seeds"])) == {"cellflow": 2, "cellflow (w/o CFG)": 1}
     t2b = pd.read_csv(results / "table2b.csv")
     assert set(t2b["task"]) == {"synthetic-tiny-ood"} and set(t2b["method"]) == {"identity", "oracle"}
     t2d = pd.read_csv(results / "table2d.csv")
-    assert {"FID_o [tiny] same-batch", "FID_o [tiny] other-batch"} <= set(t2d.columns)
+    assert {"FID_o [tiny] same-batch", "FID_o [tiny] other-batch", "n_seeds other-batch"} <= set(t2d.columns)
     assert set(t2d["method"]) == {"identity", "oracle"}
     lb = pd.read_csv(results / "synthetic-tiny" / "leaderboard.csv")
     cf = lb[(lb["label"] == "cellflow") & (lb["metric"] == "fid_o")].iloc[0]
