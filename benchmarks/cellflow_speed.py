@@ -16,6 +16,7 @@ import torch
 from benchmark.method import config_from_overrides
 from methods.cellflow import CellFlow, CellFlowConfig
 from methods.cellflow.solver import integrate
+from methods.training import resolve_precision
 
 
 def main() -> None:
@@ -54,14 +55,16 @@ def main() -> None:
         if dev == "cuda":
             torch.cuda.synchronize()
         train = args.steps * bs / (time.time() - t0)
-        print(f"[{profile}] params={params / 1e6:.2f}M batch={bs} precision={cfg.mixed_precision} train {train:.2f} img/s")
+        precision = resolve_precision(cfg.mixed_precision, torch.device(dev))
+        print(f"[{profile}] params={params / 1e6:.2f}M batch={bs} precision={precision} train {train:.2f} img/s")
         n = min(bs, 16)
         for solver, nfe in (("euler", 10), ("euler", 20), ("midpoint", 20), ("rk4", 40), ("euler", 50)):
             if profile == "paper" and dev == "cpu" and nfe > 10:
                 continue  # minutes per point on 2 CPU cores
             field = m.field(emb[:n].to(dev))
             t0 = time.time()
-            integrate(field, x0[:n].to(dev), solver, nfe)
+            with m._autocast():
+                integrate(field, x0[:n].to(dev), solver, nfe)
             if dev == "cuda":
                 torch.cuda.synchronize()
             print(f"[{profile}] sample {solver:8s} nfe={nfe:3d} (x2 with CFG): {n / (time.time() - t0):.2f} img/s")

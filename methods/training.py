@@ -24,6 +24,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Whether `device` multiplies bf16 in hardware: a CUDA card that supports it, or a CPU with AMX or AVX512-BF16.
+
+    Elsewhere bf16 autocast is emulated and slower than float32, so "auto" precision falls back to float32 there.
+    (The CPU probes are private torch helpers; a torch without them counts as no native bf16.)
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+        return any(p is not None and p() for p in probes)
+    return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """"no" | "bf16" | "auto" -> "no" or "bf16" on this device (the resolved value is what a run records)."""
+    if name == "auto":
+        return "bf16" if bf16_native(device) else "no"
+    return name
+
+
 def as_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float32 in [-1, 1]."""
     return images.float() / 127.5 - 1

@@ -22,13 +22,14 @@ class GuidedField(nn.Module):
         self.nfe += 1
         tt = t.expand(x.shape[0]).to(x)
         n = x.shape[0]
+        # outputs back in the state's dtype: under bf16 autocast the guidance mix and the ODE state stay float32
         if not self.conditional:
-            return self.model(x, tt, self.emb, torch.ones(n, dtype=torch.bool, device=x.device))
+            return self.model(x, tt, self.emb, torch.ones(n, dtype=torch.bool, device=x.device)).to(x.dtype)
         if self.alpha == 1.0:
-            return self.model(x, tt, self.emb, torch.zeros(n, dtype=torch.bool, device=x.device))
+            return self.model(x, tt, self.emb, torch.zeros(n, dtype=torch.bool, device=x.device)).to(x.dtype)
         # conditional and null passes in one batch
         drop = torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]).to(x.device)
-        v = self.model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([self.emb, self.emb]), drop)
+        v = self.model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([self.emb, self.emb]), drop).to(x.dtype)
         vc, vu = v[:n], v[n:]
         return self.alpha * vc + (1 - self.alpha) * vu
 

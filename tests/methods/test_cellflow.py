@@ -167,3 +167,14 @@ def test_ot_coupling_lowers_the_pair_cost_and_keeps_pairs_within_a_plate():
     small = ot_pairing(x0[:5], x1[:5], np.zeros(5))
     best = min(itertools.permutations(range(5)), key=lambda p: (x1[:5] - x0[list(p)]).pow(2).sum().item())
     assert list(small) == list(best)
+
+
+def test_bf16_sampling_keeps_a_float32_state_close_to_float32_sampling(fitted, make_request):
+    m, _ = fitted
+    half = CellFlow(dataclasses.replace(m.config, mixed_precision="bf16"))
+    half.model, half.ema = m.model, m.ema
+    req = make_request(["taxol", "etoposide"])
+    full, low = m.generate(req, seed=0), half.generate(req, seed=0)
+    assert low.dtype == torch.float32
+    assert not torch.equal(low, full)  # autocast was on
+    assert (low - full).abs().max() < 0.05
