@@ -70,7 +70,7 @@ class CellFlowConfig:
     mixed_precision: Literal["no", "bf16", "auto"] = "no"  # auto: bf16 where the device has it in hardware
 
 
-QUICK: dict[str, Any] = {"lr": 1e-3, "coupling": "ot", "mixed_precision": "auto"}
+QUICK: dict[str, Any] = {"lr": 1e-3, "coupling": "ot"}
 PROFILES: dict[str, dict[str, Any]] = {
     # CPU default: small field, short schedule; the main job finishes in minutes on 2 cores. lr 1e-3: at 1,200
     # steps, 1e-4 leaves the field under-trained (simulated screen, seed 0: FID_o 77.2 vs 61.4 with 1e-3).
@@ -78,10 +78,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     # pairs the short run left ghosts of the control cell where a compound shrinks cells (statins, emetine)
     # and lost to identity on FID_c; simulated screen, seed 0, Inception: FID_o 61.1 -> 46.7, FID_c
     # 125.4 -> 107.0, paired RMSE 0.1104 -> 0.1022 (identity: 71.4, 108.4, 0.1126). Over seeds 0-2: FID_o
-    # 49.8, FID_c 111.5 (still above identity's 108.4), paired 0.1009. mixed_precision "auto": bf16 where the
-    # CPU has AMX/AVX512-BF16 (2 cores: 52 -> 114 train img/s with channels-last), float32 elsewhere. Twice the
-    # steps in that time (2,400, cosine decay) did not settle FID_c: seeds 0-2 114.9 / 104.9 / 112.3 (mean
-    # 110.7), paired 0.107-0.109, so the schedule stays and the main job gets faster
+    # 49.8, FID_c 111.5 (still above identity's 108.4), paired 0.1009. float32: `mixed_precision=auto` (bf16 on
+    # this AMX CPU, 52 -> 114 train img/s) scored worse at every seed, FID_o 50.1 / 51.6 / 54.9 and FID_c
+    # 112.2 / 114.1 / 117.9; twice the steps in bf16 (2,400, cosine) gave FID_c 114.9 / 104.9 / 112.3, paired 0.108
     "quick": QUICK,
     # the paper's text (section 4.2, appendix C): hidden 128, four stages, batch 128, Adam 1e-4, 100 epochs
     # (steps here = 100 epochs of BBBC021's ~98k crops / 128), Euler; a GPU profile
@@ -135,17 +134,18 @@ class CellFlow(Method):
     def _device(self) -> torch.device:
         return resolve_device(self.config.device)
 
+    def _bf16(self) -> bool:
+        return resolve_precision(self.config.mixed_precision, self._device()) == "bf16"
+
     def _autocast(self) -> torch.autocast:
-        dev = self._device()
-        return torch.autocast(dev.type, dtype=torch.bfloat16,
-                              enabled=resolve_precision(self.config.mixed_precision, dev) == "bf16")
+        return torch.autocast(self._device().type, dtype=torch.bfloat16, enabled=self._bf16())
 
     def _build(self, channels: int, cond_dim: int) -> None:
         c = self.config
         self.channels, self.cond_dim = channels, cond_dim
         self.model = UNet(channels, cond_dim, c.width, tuple(c.mults), c.blocks, c.attention, c.dropout)
-        # channels-last: oneDNN's and cuDNN's fast bf16 convolutions want NHWC (2 CPU cores, quick, bf16: 99 -> 114 img/s)
-        self.model.to(memory_format=torch.channels_last)
+        if self._bf16():  # oneDNN's and cuDNN's fast bf16 convolutions want NHWC (2 CPU cores, quick: 99 -> 114 img/s)
+            self.model.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
 
     def loss(self, x0: torch.Tensor, x1: torch.Tensor, emb: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -162,7 +162,9 @@ class CellFlow(Method):
         drop = torch.rand(n, generator=g) < c.p_drop if c.condition else torch.ones(n, dtype=torch.bool)
         t = sample_time(n, c.time_sampling, g)
         dev = self._device()
-        xt = interpolate(x0, x1, t).to(dev, memory_format=torch.channels_last)
+        xt = interpolate(x0, x1, t).to(dev)
+        if self._bf16():
+            xt = xt.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             v = self.model(xt, t.to(dev), emb.to(dev), drop.to(dev))
         return F.mse_loss(v.float(), target_velocity(x0, x1).to(dev))
