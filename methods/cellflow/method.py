@@ -50,6 +50,7 @@ class CellFlowConfig:
     lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: warm-up, then decay to 0 at `steps`
     warmup_steps: int = 0
     coupling: Literal["random", "ot"] = "random"  # ot: minibatch OT within each plate (not in the paper)
+    ot_pool: int = 1  # ot: pair within ot_pool x batch_size draws, then train on batch_size of the pairs
     p_noise: float = 0.5
     noise_std: float = 0.5
     noise_per: Literal["sample", "batch"] = "sample"  # paper: sample; official code: batch
@@ -80,7 +81,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     # 125.4 -> 107.0, paired RMSE 0.1104 -> 0.1022 (identity: 71.4, 108.4, 0.1126). Over seeds 0-2: FID_o
     # 49.8, FID_c 111.5 (still above identity's 108.4), paired 0.1009. float32: `mixed_precision=auto` (bf16 on
     # this AMX CPU, 52 -> 114 train img/s) scored worse at every seed, FID_o 50.1 / 51.6 / 54.9 and FID_c
-    # 112.2 / 114.1 / 117.9; twice the steps in bf16 (2,400, cosine) gave FID_c 114.9 / 104.9 / 112.3, paired 0.108
+    # 112.2 / 114.1 / 117.9; twice the steps in bf16 (2,400, cosine) gave FID_c 114.9 / 104.9 / 112.3, paired 0.108.
+    # ot_pool=4 (OT over 128 draws, 32 kept) at seeds 0/1: FID_o 50.6 / 49.1, FID_c 113.0 / 110.4, paired 0.0997 /
+    # 0.0988 (float32 quick: 47.1 / 50.2, 107.2 / 112.9, 0.1023 / 0.0996): within the seed spread, so pool 1
     "quick": QUICK,
     # the paper's text (section 4.2, appendix C): hidden 128, four stages, batch 128, Adam 1e-4, 100 epochs
     # (steps here = 100 epochs of BBBC021's ~98k crops / 128), Euler; a GPU profile
@@ -169,6 +172,28 @@ class CellFlow(Method):
             v = self.model(xt, t.to(dev), emb.to(dev), drop.to(dev))
         return F.mse_loss(v.float(), target_velocity(x0, x1).to(dev))
 
+    def draw_pairs(self, data: TrainData, images: torch.Tensor, g: torch.Generator,
+                   np_rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """A training batch: controls x0, targets x1, and each target's index into `data.treated_rows`.
+
+        Each target is drawn uniformly and given a control from its own plate. With `coupling="ot"` the pairs are
+        re-matched by minibatch OT over `ot_pool` batches' worth of draws and one batch of them is kept: the draws
+        are i.i.d., so the kept pairs are a uniform sample of a coupling that had ot_pool times more candidates
+        per plate (closer pairs), while x0 and x1 keep their marginals.
+        """
+        c, treated = self.config, data.treated_rows
+        n = c.batch_size * (c.ot_pool if c.coupling == "ot" else 1)
+        pos = torch.randint(len(treated), (n,), generator=g).numpy()
+        pick = treated[pos]
+        ctrl = data.paired_controls(pick, np_rng)
+        x1, x0 = as_float(images[pick]), as_float(images[ctrl])
+        if c.flip_augment:
+            x0, x1 = random_flips(g, x0, x1)
+        if c.coupling == "ot":
+            x0 = x0[ot_pairing(x0, x1, data.obs["BATCH"].to_numpy()[pick])]
+        k = c.batch_size
+        return x0[:k], x1[:k], pos[:k]
+
     # --- Method API ----------------------------------------------------------------
     def fit(self, data: TrainData, *, seed: int, workdir: Path) -> dict[str, Any]:
         c = self.config
@@ -176,9 +201,7 @@ class CellFlow(Method):
             raise BenchmarkError("cellflow: the training split has no treated images")
         emb_table = torch.from_numpy(data.embedding_matrix(data.perturbations))
         pert_index = {p: i for i, p in enumerate(data.perturbations)}
-        treated = data.treated_rows
-        target_pert = np.array([pert_index[p] for p in data.obs["CPD_NAME"].to_numpy()[treated]])
-        batch_of = data.obs["BATCH"].to_numpy()
+        target_pert = np.array([pert_index[p] for p in data.obs["CPD_NAME"].to_numpy()[data.treated_rows]])
         images = torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2)  # uint8, converted per batch
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the initial weights depend on the run seed only
@@ -200,14 +223,7 @@ class CellFlow(Method):
         bar = tqdm(total=c.steps, initial=step, desc="cellflow training", unit="step")
         while step < c.steps:
             self.model.train()
-            pos = torch.randint(len(treated), (c.batch_size,), generator=g).numpy()
-            pick = treated[pos]
-            ctrl = data.paired_controls(pick, np_rng)
-            x1, x0 = as_float(images[pick]), as_float(images[ctrl])
-            if c.flip_augment:
-                x0, x1 = random_flips(g, x0, x1)
-            if c.coupling == "ot":
-                x0 = x0[ot_pairing(x0, x1, batch_of[pick])]
+            x0, x1, pos = self.draw_pairs(data, images, g, np_rng)
             emb = emb_table[torch.from_numpy(target_pert[pos])]
             loss = self.loss(x0, x1, emb, g)
             opt.zero_grad(set_to_none=True)

@@ -178,3 +178,26 @@ def test_bf16_sampling_keeps_a_float32_state_close_to_float32_sampling(fitted, m
     assert low.dtype == torch.float32
     assert not torch.equal(low, full)  # autocast was on
     assert (low - full).abs().max() < 0.05
+
+
+def test_pooled_ot_keeps_a_batch_of_closer_same_plate_pairs(train_data):
+    from methods.training import as_float
+
+    images = torch.from_numpy(np.ascontiguousarray(train_data.images)).permute(0, 3, 1, 2)
+    every = as_float(images).flatten(1)
+    plates = train_data.obs["BATCH"].to_numpy()
+
+    def mean_cost(pool: int) -> float:
+        m = CellFlow(CellFlowConfig(coupling="ot", ot_pool=pool, batch_size=8, flip_augment=False))
+        g, rng, costs = torch.Generator().manual_seed(0), np.random.default_rng(0), []
+        for _ in range(10):
+            x0, x1, pos = m.draw_pairs(train_data, images, g, rng)
+            assert x0.shape[0] == x1.shape[0] == len(pos) == 8
+            target_rows = train_data.treated_rows[pos]
+            assert torch.equal(x1.flatten(1), every[target_rows])
+            control_rows = [int(torch.nonzero((every == x).all(1))[0]) for x in x0.flatten(1)]
+            assert (plates[control_rows] == plates[target_rows]).all()
+            costs.append((x1 - x0).pow(2).sum((1, 2, 3)).mean().item())
+        return float(np.mean(costs))
+
+    assert mean_cost(4) < 0.9 * mean_cost(1)
