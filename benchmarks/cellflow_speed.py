@@ -58,7 +58,7 @@ def main() -> None:
         precision = resolve_precision(cfg.mixed_precision, torch.device(dev))
         print(f"[{profile}] params={params / 1e6:.2f}M batch={bs} precision={precision} train {train:.2f} img/s")
         n = min(bs, 16)
-        for solver, nfe in (("euler", 10), ("euler", 20), ("midpoint", 20), ("rk4", 40), ("euler", 50)):
+        for solver, nfe in (("euler", 10), ("midpoint", 10), ("euler", 20), ("midpoint", 20), ("rk4", 40), ("euler", 50)):
             if profile == "paper" and dev == "cpu" and nfe > 10:
                 continue  # minutes per point on 2 CPU cores
             field = m.field(emb[:n].to(dev))
