@@ -84,8 +84,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # this AMX CPU, 52 -> 114 train img/s) scored worse at every seed, FID_o 50.1 / 51.6 / 54.9 and FID_c
     # 112.2 / 114.1 / 117.9; twice the steps in bf16 (2,400, cosine) gave FID_c 114.9 / 104.9 / 112.3, paired 0.108.
     # ot_pool=4 (OT over 128 draws, 32 kept) at seeds 0/1: FID_o 50.6 / 49.1, FID_c 113.0 / 110.4, paired 0.0997 /
-    # 0.0988 (float32 quick: 47.1 / 50.2, 107.2 / 112.9, 0.1023 / 0.0996): within the seed spread, so pool 1
-    # solver "midpoint" (5 steps = 10 NFE, Euler's cost): where x1's fine texture is independent of x0's, the exact
+    # 0.0988 (float32 quick: 47.1 / 50.2, 107.2 / 112.9, 0.1023 / 0.0996): within the seed spread, so pool 1.
+    # Solver "midpoint" (5 steps = 10 NFE, Euler's cost): where x1's fine texture is independent of x0's, the exact
     # field scales it by (2t-1)/(t^2+(1-t)^2), damping it to 1/sqrt(2) at t=1/2 and restoring it by t=1; Euler with
     # 10 steps ends at 0.88 of the amplitude (a blur, which Inception punishes), midpoint with 5 at 0.999. On the
     # same three stored models: FID_o 47.1 / 50.2 / 52.1 -> 45.2 / 47.7 / 49.2, FID_c 107.2 / 112.9 / 114.3 ->
