@@ -223,3 +223,17 @@ def test_the_quick_solver_keeps_independent_texture_that_euler_damps_at_the_same
         gain[solver] = (x1.norm() / x0.norm()).item()
     assert gain["euler"] == pytest.approx(0.879, abs=1e-3)
     assert gain["midpoint"] == pytest.approx(1.0, abs=2e-3)
+
+
+@pytest.mark.parametrize("blur", [0.0, 2.0])
+def test_noise_augmentation_keeps_its_scale_and_noise_blur_makes_it_smooth(blur):
+    m = CellFlow(CellFlowConfig(p_noise=0.5, noise_std=0.5, noise_blur=blur))
+    x0 = torch.rand(64, 3, 32, 32)
+    noise = m.augment(x0, torch.Generator().manual_seed(0)) - x0
+    noised = noise.flatten(1).abs().amax(1) > 0
+    assert 16 < noised.sum() < 48  # about half the images, each whole or not at all
+    noise = noise[noised]
+    assert noise.std(dim=(1, 2, 3)).mean().item() == pytest.approx(0.5, rel=0.02)
+    # neighbouring pixels: independent for white noise; exp(-1 / (4 sigma^2)) = 0.94 after a Gaussian of sigma 2 px
+    lag1 = torch.corrcoef(torch.stack([noise[..., :-1].flatten(), noise[..., 1:].flatten()]))[0, 1].item()
+    assert lag1 == pytest.approx(0.0 if blur == 0 else 0.94, abs=0.05)
