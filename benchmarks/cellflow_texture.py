@@ -47,6 +47,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     manifest = stored_run(args.run_dir)
+    if manifest["method"] != "cellflow":
+        raise SystemExit(f"{args.run_dir}/manifest.json: method is {manifest['method']!r}, this diagnostic needs a cellflow run")
     cls = METHODS.get(manifest["method"])
     method = cls(cls.Config(**manifest["config"]))
     method.load(args.run_dir / "model")
@@ -55,10 +57,11 @@ def main() -> None:
     print(f"run={manifest['run_id']} model_sha256={io.sha256_file(args.run_dir / 'model' / 'cellflow.pt')[:16]} "
           f"seed={args.seed} n={args.n} amplitude={args.amplitude} alpha={method.config.alpha} ema={method.config.use_ema}")
 
+    controls, targets = pairs.control_row.to_numpy(), pairs.ref_row.to_numpy()
     rng = np.random.default_rng(args.seed)
     pick = np.sort(rng.choice(len(pairs), size=min(args.n, len(pairs)), replace=False))
-    x0 = to_tensor(data.images[pairs.control_row.to_numpy()[pick]])
-    x1 = to_tensor(data.images[pairs.ref_row.to_numpy()[pick]])
+    x0 = to_tensor(data.images[controls[pick]])
+    x1 = to_tensor(data.images[targets[pick]])
     field = method.field(torch.from_numpy(data.embed(pairs.CPD_NAME.to_numpy()[pick].tolist())))
     g = torch.Generator().manual_seed(args.seed)
     print("\n   t   exact gain (independent texture)   field gain")
@@ -75,8 +78,8 @@ def main() -> None:
     rows = []
     for pert, idx in pairs.groupby("CPD_NAME").indices.items():
         rows.append({"perturbation": pert, "n": len(idx), "generated": high_pass_energy(generated[idx]),
-                     "real": high_pass_energy(data.images[pairs.ref_row.to_numpy()[idx]]),
-                     "control": high_pass_energy(data.images[pairs.control_row.to_numpy()[idx]])})
+                     "real": high_pass_energy(data.images[targets[idx]]),
+                     "control": high_pass_energy(data.images[controls[idx]])})
     table = pd.DataFrame(rows)
     table["generated/real"] = table.generated / table.real
     print("\nhigh-pass energy (x - G_1 * x)^2, [-1, 1] units")
