@@ -107,9 +107,32 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         print(table[["method", "task", "seed", "variant", "status", "error", "log"]].to_string(index=False))
 
 
+def cmd_list_runs(args: argparse.Namespace) -> None:
+    """Recorded runs, then runs being assembled and runs that ended without a result (with the reason)."""
+    from benchmark.store import RunStore
+
+    store = RunStore(args.out)
+    store.reap_stale()
+    if not args.unfinished:
+        for r in store.runs():
+            m = r.manifest
+            print(f"  {'done':8s} {r.path.name}  {m.get('method')} {m['task']['name']} seed {m.get('seed')}")
+    unfinished = store.unfinished()
+    for u in unfinished:
+        what = (f"pid {u.detail.get('pid')} on {u.detail.get('host')}, since {u.detail.get('started')}"
+                if u.state == "staging" else u.detail.get("reason", "reason not recorded"))
+        print(f"  {u.state:8s} {u.run_id}  {what}  ({u.path.parent.name}/)")
+    if args.unfinished and not unfinished:
+        print(f"  no staged or failed runs in {store.root}")
+
+
 def cmd_status(args: argparse.Namespace) -> None:
     from benchmark import sweep
 
+    if args.sweep is None:  # the run store's own state
+        args.unfinished = True
+        cmd_list_runs(args)
+        return
     table = sweep.write_status(args.sweep)
     print(table[["method", "task", "seed", "variant", "status", "job_id", "error", "log"]].to_string(index=False))
     counts = table["status"].value_counts()
@@ -180,8 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--no-wait", action="store_true", help="return after submitting")
     sw.set_defaults(fn=cmd_sweep)
     st = sub.add_parser("status", help="planned / running / done / failed jobs of a sweep")
-    st.add_argument("sweep", type=Path, help="a sweep directory (sweeps/<name>)")
+    st.add_argument("sweep", type=Path, nargs="?", default=None,
+                    help="a sweep directory (sweeps/<name>); without it, the run store's staged and failed runs")
+    st.add_argument("--out", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"), help="run store (default: runs/)")
     st.set_defaults(fn=cmd_status)
+    lr = sub.add_parser("list-runs", help="recorded, staged and failed runs of the run store (with failure reasons)")
+    lr.add_argument("--out", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"), help="run store (default: runs/)")
+    lr.add_argument("--unfinished", action="store_true", help="only staged and failed runs")
+    lr.set_defaults(fn=cmd_list_runs)
     tr = sub.add_parser("trajectory", help="forward and reverse trajectory strips (PNG) from a stored flow run")
     tr.add_argument("run", type=Path, help="a run directory in the store")
     tr.add_argument("--perturbation", required=True)

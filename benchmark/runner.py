@@ -11,7 +11,11 @@ import importlib.metadata as md
 import json
 import platform
 import random
+import signal
+import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +53,39 @@ class RunConfig:
     reuse_generated: bool = False  # with from_run: score its stored images in other feature spaces, no model needed
     channel_rule: str | None = None  # override the task's channel rule (recorded with every number)
     sweep: dict[str, Any] | None = None  # sweep name and job-spec hash, when a sweep launched this run
+
+
+class Interrupted(SystemExit):
+    """SIGTERM or SIGINT during a run: raised so the run is recorded as failed; exits with 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signal = signal.Signals(signum).name
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)  # the first signal wins; recording the failure is one rename
+    raise Interrupted(signum)
+
+
+@contextmanager
+def interruptible():
+    """Turn SIGTERM (scancel, preemption, shutdown) and SIGINT into an exception the runner can clean up after.
+
+    Only where nobody else owns the signal: under submitit, whose handlers requeue jobs on USR2 and log SIGTERM,
+    they stay as they are (a job killed there is found by `RunStore.reap_stale` on the next start).
+    """
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
+                saved[sig] = signal.signal(sig, _interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def seed_everything(seed: int) -> None:
@@ -168,102 +205,107 @@ def run(cfg: RunConfig) -> Path:
     data = task.load(cfg.data_dir)
     split_hash = data.write_split_manifest(Path(cfg.data_dir) / "splits" / f"{task.name}-v{task.version}.csv")
     store = RunStore(cfg.out)
+    for path in store.reap_stale():
+        print(f"moved a stale staged run to {path} (its process is gone)", file=sys.stderr)
     run_id = store.new_id(cfg.method, cfg.task, cfg.seed)
-    stage = store.staging(run_id)
-    try:
-        seed_everything(cfg.seed)
-        rows = data.train_rows()
-        train = TrainData(images=data.images[rows], obs=data.obs.iloc[rows], control=task.control,
-                          perturbations=data.train_perturbations(), embeddings=data.embeddings,
-                          channels=task.channels, pairing=task.pairing)
-        method = cls(config)
-        plan = data.eval_plan()
-        t_fit = time.time()
-        if cfg.from_run is None:
-            fit_summary = method.fit(train, seed=cfg.seed, workdir=cfg.workdir or stage / "work") or {}
-        else:
-            trained = stored_run(cfg.from_run, need_model=not cfg.reuse_generated)
-            fit_summary = {"from_run": trained["run_id"], "trained_on": trained["task"]["name"],
-                           "trained_with": trained.get("fit", {}), "trained_git_sha": trained.get("git_sha")}
-            if not cfg.reuse_generated:
-                method.load(Path(cfg.from_run) / "model")
-                fit_summary["model_sha256"] = {p.name: io.sha256_file(p) for p in sorted((Path(cfg.from_run) / "model").iterdir())}
-        t_fit = time.time() - t_fit
+    with interruptible():
+        stage = store.staging(run_id)
+        try:
+            _run_staged(cfg, task, cls, config, data, split_hash, run_id, stage, t0)
+        except BaseException as e:
+            # leave nothing half-written in the store; the staged files are kept in .failed/ for inspection
+            reason = f"interrupted by {e.signal}" if isinstance(e, Interrupted) else f"{type(e).__name__}: {e}"
+            failed = store.fail(run_id, reason)
+            if isinstance(e, Interrupted):
+                print(f"error: run {reason}; its files are in {failed}", file=sys.stderr)
+            raise
+        return store.commit(run_id)
+
+
+def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, split_hash: str, run_id: str,
+                stage: Path, t0: float) -> None:
+    seed_everything(cfg.seed)
+    rows = data.train_rows()
+    train = TrainData(images=data.images[rows], obs=data.obs.iloc[rows], control=task.control,
+                      perturbations=data.train_perturbations(), embeddings=data.embeddings,
+                      channels=task.channels, pairing=task.pairing)
+    method = cls(config)
+    plan = data.eval_plan()
+    t_fit = time.time()
+    if cfg.from_run is None:
+        fit_summary = method.fit(train, seed=cfg.seed, workdir=cfg.workdir or stage / "work") or {}
+    else:
+        trained = stored_run(cfg.from_run, need_model=not cfg.reuse_generated)
+        fit_summary = {"from_run": trained["run_id"], "trained_on": trained["task"]["name"],
+                       "trained_with": trained.get("fit", {}), "trained_git_sha": trained.get("git_sha")}
         if not cfg.reuse_generated:
-            method.save(stage / "model")
-            if cls.capabilities.reads_heldout:
-                from methods.reference import HeldoutPool
+            method.load(Path(cfg.from_run) / "model")
+            fit_summary["model_sha256"] = {p.name: io.sha256_file(p) for p in sorted((Path(cfg.from_run) / "model").iterdir())}
+    t_fit = time.time() - t_fit
+    if not cfg.reuse_generated:
+        method.save(stage / "model")
+        if cls.capabilities.reads_heldout:
+            from methods.reference import HeldoutPool
 
-                method.attach_heldout(HeldoutPool(data, plan.heldout_pool, seed=plan.seed))
-        seed_everything(cfg.seed)
-        t_gen = time.time()
-        if cfg.reuse_generated:
-            generated = reused_images(Path(cfg.from_run), trained, task.name, split_hash, plan, data.images.shape[1:])
-            fit_summary["generated_by"] = trained["run_id"]
-            fit_summary["generated_sha256"] = io.sha256_file(Path(cfg.from_run) / "generated.npy")
-        else:
-            generated = generate_all(method, data, plan, cfg.seed, cfg.generate_batch)
-        t_gen = time.time() - t_gen
-        io.write_npy(stage / "generated.npy", generated)
-        io.write_csv(stage / "generated.csv", plan.requests)
-        ctx = ExtractorContext(cache_dir=Path(cfg.data_dir) / ".cache", channels=task.channels,
-                               inception_weights=cfg.inception_weights)
-        cache = FeatureCache(Path(cfg.data_dir) / ".cache" / "features")
-        cache_key = {"task": task.name, "task_version": task.version, "split": split_hash, "plan": plan.digest()}
-        t_eval = time.time()
-        spaces = [f for f in cfg.features if f != "moa"]
-        metrics, provenance = evaluate(data, plan, generated, spaces, ctx, cache, cache_key, kid_seed=plan.seed)
-        if "moa" in cfg.features and task.moa:
-            from benchmark.metrics.moa import classifier_for, moa_rows
+            method.attach_heldout(HeldoutPool(data, plan.heldout_pool, seed=plan.seed))
+    seed_everything(cfg.seed)
+    t_gen = time.time()
+    if cfg.reuse_generated:
+        generated = reused_images(Path(cfg.from_run), trained, task.name, split_hash, plan, data.images.shape[1:])
+        fit_summary["generated_by"] = trained["run_id"]
+        fit_summary["generated_sha256"] = io.sha256_file(Path(cfg.from_run) / "generated.npy")
+    else:
+        generated = generate_all(method, data, plan, cfg.seed, cfg.generate_batch)
+    t_gen = time.time() - t_gen
+    io.write_npy(stage / "generated.npy", generated)
+    io.write_csv(stage / "generated.csv", plan.requests)
+    ctx = ExtractorContext(cache_dir=Path(cfg.data_dir) / ".cache", channels=task.channels,
+                           inception_weights=cfg.inception_weights)
+    cache = FeatureCache(Path(cfg.data_dir) / ".cache" / "features")
+    cache_key = {"task": task.name, "task_version": task.version, "split": split_hash, "plan": plan.digest()}
+    t_eval = time.time()
+    spaces = [f for f in cfg.features if f != "moa"]
+    metrics, provenance = evaluate(data, plan, generated, spaces, ctx, cache, cache_key, kid_seed=plan.seed)
+    if "moa" in cfg.features and task.moa:
+        from benchmark.metrics.moa import classifier_for, moa_rows
 
-            clf = classifier_for(data, Path(cfg.data_dir) / ".cache", split_hash)
-            metrics = pd.concat([metrics, pd.DataFrame(moa_rows(clf, data, plan, generated, plan.seed))], ignore_index=True)
-            provenance["moa"] = {"weights_sha256": clf.weights_sha256, "classes": clf.classes,
-                                 "config": dataclasses.asdict(clf.config),
-                                 "trained_on": f"{len(data.train_rows())} real training images of {task.name}"}
-        t_eval = time.time() - t_eval
-        variant = method.variant()
-        metrics.insert(0, "run_id", run_id)
-        metrics.insert(1, "task", task.name)
-        metrics.insert(2, "method", cls.name)
-        metrics.insert(3, "variant", variant)
-        metrics.insert(4, "seed", cfg.seed)
-        io.write_csv(stage / "metrics.csv", metrics)
-        manifest = {
-            "run_id": run_id,
-            "method": cls.name,
-            "method_origin": METHODS.origin(cls.name),
-            "variant": variant,
-            # a run scored from another carries the settings it was trained with, then its own --set
-            "profile": cfg.profile if cfg.from_run is None else trained.get("profile"),
-            "overrides": cfg.overrides if cfg.from_run is None else [*(trained.get("overrides") or []), *cfg.overrides],
-            "config": dataclasses.asdict(config) if config is not None else {},
-            "task": task.spec(),
-            "seed": cfg.seed,
-            "eval_seed": plan.seed,
-            "kid_seed": plan.seed,
-            "split_hash": split_hash,
-            "eval_plan_sha256": plan.digest(),
-            "n_reference": len(plan.reference),
-            "features": provenance,
-            "fit": fit_summary,
-            "timings_s": {"fit": round(t_fit, 2), "generate": round(t_gen, 2), "evaluate": round(t_eval, 2),
-                          "total": round(time.time() - t0, 2)},
-            "versions": versions(),
-            **io.git_sha(),
-            "torch_threads": torch.get_num_threads(),
-            "sweep": cfg.sweep,
-        }
-        io.write_json(stage / "manifest.json", manifest)
-    except BaseException:
-        # leave nothing half-written in the store; the staging dir is kept for inspection
-        failed = stage.with_name(stage.name + ".failed")
-        stage.rename(failed)
-        raise
-    return store.commit(run_id)
+        clf = classifier_for(data, Path(cfg.data_dir) / ".cache", split_hash)
+        metrics = pd.concat([metrics, pd.DataFrame(moa_rows(clf, data, plan, generated, plan.seed))], ignore_index=True)
+        provenance["moa"] = {"weights_sha256": clf.weights_sha256, "classes": clf.classes,
+                             "config": dataclasses.asdict(clf.config),
+                             "trained_on": f"{len(data.train_rows())} real training images of {task.name}"}
+    t_eval = time.time() - t_eval
+    variant = method.variant()
+    metrics.insert(0, "run_id", run_id)
+    metrics.insert(1, "task", task.name)
+    metrics.insert(2, "method", cls.name)
+    metrics.insert(3, "variant", variant)
+    metrics.insert(4, "seed", cfg.seed)
+    io.write_csv(stage / "metrics.csv", metrics)
+    manifest = {
+        "run_id": run_id,
+        "method": cls.name,
+        "method_origin": METHODS.origin(cls.name),
+        "variant": variant,
+        # a run scored from another carries the settings it was trained with, then its own --set
+        "profile": cfg.profile if cfg.from_run is None else trained.get("profile"),
+        "overrides": cfg.overrides if cfg.from_run is None else [*(trained.get("overrides") or []), *cfg.overrides],
+        "config": dataclasses.asdict(config) if config is not None else {},
+        "task": task.spec(),
+        "seed": cfg.seed,
+        "eval_seed": plan.seed,
+        "kid_seed": plan.seed,
+        "split_hash": split_hash,
+        "eval_plan_sha256": plan.digest(),
+        "n_reference": len(plan.reference),
+        "features": provenance,
+        "fit": fit_summary,
+        "timings_s": {"fit": round(t_fit, 2), "generate": round(t_gen, 2), "evaluate": round(t_eval, 2),
+                      "total": round(time.time() - t0, 2)},
+        "versions": versions(),
+        **io.git_sha(),
+        "torch_threads": torch.get_num_threads(),
+        "sweep": cfg.sweep,
+    }
+    io.write_json(stage / "manifest.json", manifest)
 
-
-def summary_table(run_dir: Path) -> pd.DataFrame:
-    m = pd.read_csv(run_dir / "metrics.csv")
-    m = m[m["perturbation"].isna()]
-    return m.pivot_table(index="metric", columns="feature_space", values="value", aggfunc="first")

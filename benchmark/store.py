@@ -2,13 +2,17 @@
 
 A run is assembled in `<root>/.staging/<run-id>/` and renamed into place only
 when complete, so concurrent runs never clobber each other and a killed run
-leaves no half-written result behind. Aggregation happens only in `report`.
+leaves no half-written result behind. A run that fails, is interrupted, or
+whose process died is moved to `<root>/.failed/<run-id>/` with the reason in
+`failure.json`. Aggregation happens only in `report`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,7 +20,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark import io
 from benchmark.errors import BenchmarkError
+
+OWNER_FILE = ".owner.json"  # who is assembling a staged run: pid, host and the process's start time
+FAILURE_FILE = "failure.json"
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,37 @@ class Run:
     path: Path
     manifest: dict
     metrics: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """A run that is not in the store: still being assembled (`staging`) or ended without a result (`failed`)."""
+
+    run_id: str
+    state: str
+    path: Path
+    detail: dict
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (clock ticks since boot), so a reused pid is not taken for the owner."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22 of proc(5), counted after the command name
+
+
+def _alive(owner: dict) -> bool:
+    pid = int(owner["pid"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    started = owner.get("proc_start")
+    return started is None or _process_start(pid) in (None, started)
 
 
 class RunStore:
@@ -37,16 +76,66 @@ class RunStore:
         return f"{stamp}-{safe(method)}-{safe(task)}-s{seed}-{uuid.uuid4().hex[:6]}"
 
     def staging(self, run_id: str) -> Path:
+        """A new staging directory owned by this process (its pid and host recorded for `reap_stale`)."""
         path = self.root / ".staging" / run_id
         path.mkdir(parents=True, exist_ok=False)
+        pid = os.getpid()
+        io.write_json(path / OWNER_FILE, {"pid": pid, "host": socket.gethostname(), "proc_start": _process_start(pid),
+                                          "started": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         return path
 
     def commit(self, run_id: str) -> Path:
         src, dst = self.root / ".staging" / run_id, self.root / run_id
         if dst.exists():
             raise BenchmarkError(f"{dst}: run directory exists; runs are never overwritten")
+        (src / OWNER_FILE).unlink(missing_ok=True)
         os.rename(src, dst)
         return dst
+
+    def fail(self, run_id: str, reason: str) -> Path:
+        """Move a staged run to `.failed/<run-id>/` with the reason; its files are kept for inspection."""
+        src, dst = self.root / ".staging" / run_id, self.root / ".failed" / run_id
+        owner = _read_json(src / OWNER_FILE)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        io.write_json(src / FAILURE_FILE, {"reason": reason, "owner": owner,
+                                           "failed": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        os.rename(src, dst)
+        return dst
+
+    def reap_stale(self) -> list[Path]:
+        """Move staged runs whose process is gone (on this host) to `.failed/`; returns their new paths.
+
+        A run on another host sharing this store cannot be checked from here and is left alone. Staging
+        directories of older versions (no owner file; `<id>.failed` for failures) are moved too.
+        """
+        staging = self.root / ".staging"
+        moved = []
+        if not staging.is_dir():
+            return moved
+        host = socket.gethostname()
+        for path in sorted(p for p in staging.iterdir() if p.is_dir()):
+            owner = _read_json(path / OWNER_FILE)
+            if path.name.endswith(".failed"):  # written by earlier versions of the runner
+                legacy = path.with_name(path.name[: -len(".failed")])
+                os.rename(path, legacy)
+                moved.append(self.fail(legacy.name, "failed (recorded by an earlier version, reason not kept)"))
+            elif owner is None:
+                if time.time() - path.stat().st_mtime > 24 * 3600:
+                    moved.append(self.fail(path.name, "stale: staged by an earlier version, untouched for a day"))
+            elif owner.get("host") == host and not _alive(owner):
+                moved.append(self.fail(path.name, f"stale: its process {owner['pid']} on {host} is gone "
+                                                  "(killed before it could record a reason, e.g. SIGKILL or OOM)"))
+        return moved
+
+    def unfinished(self) -> list[Unfinished]:
+        """Runs being assembled and runs that ended without a result, oldest first."""
+        out = []
+        for state, sub, name in (("staging", ".staging", OWNER_FILE), ("failed", ".failed", FAILURE_FILE)):
+            folder = self.root / sub
+            if folder.is_dir():
+                out += [Unfinished(p.name, state, p, _read_json(p / name) or {})
+                        for p in sorted(folder.iterdir()) if p.is_dir()]
+        return out
 
     def runs(self) -> list[Run]:
         out = []
@@ -60,3 +149,10 @@ class RunStore:
             metrics["perturbation"] = metrics["perturbation"].fillna("").astype(str)
             out.append(Run(path, json.loads(man.read_text()), metrics))
         return out
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

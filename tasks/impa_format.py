@@ -8,12 +8,12 @@ per-dataset rule, plus a metadata CSV (read with `index_col=0`). See
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from benchmark.errors import BenchmarkError
+from benchmark.errors import BenchmarkError, plain
 
 REQUIRED_COLUMNS = ("SAMPLE_KEY", "BATCH", "PLATE", "CPD_NAME", "ANNOT", "STATE", "SPLIT")
 
@@ -43,16 +43,13 @@ def rxrx1_path(key: str) -> str:
     return f"{exp}_{parts[1]}/{parts[2]}/{parts[3]}_{parts[4]}.npy"
 
 
-KEY_RULES: dict[str, Callable[[str], str]] = {"bbbc021": bbbc021_path, "cpg0000": cpg0000_path, "rxrx1": rxrx1_path}
-
-
 def normalise_state(values: pd.Series, source: str) -> pd.Series:
     """`STATE` is `control`/`trt` in IMPA's copy and 0/1 in CellFlux's: accept both."""
     mapping = {"control": "control", "ctrl": "control", "0": "control", "trt": "trt", "treated": "trt", "1": "trt"}
     as_text = values.astype(str).str.strip().str.lower().str.replace(r"\.0$", "", regex=True)
     out = as_text.map(mapping)
     if out.isna().any():
-        bad = values[out.isna()].iloc[0]
+        bad = plain(values[out.isna()].iloc[0])
         raise BenchmarkError(f"{source}: column STATE has value {bad!r}; expected control/trt or 0/1")
     return out
 
@@ -79,6 +76,31 @@ def read_metadata(path: Path, required: Sequence[str] = REQUIRED_COLUMNS) -> pd.
     if bad_split.any():
         raise BenchmarkError(f"{path}: row {int(np.flatnonzero(bad_split)[0])} has SPLIT {df['SPLIT'][bad_split].iloc[0]!r}; expected train or test")
     return df
+
+
+def check_crop_header(path: Path, shape: tuple[int, int, int]) -> None:
+    """Check a crop from its `.npy` header and size alone: shape, dtype, and that no byte is missing.
+
+    This is the first pass of `prepare`: it reads a few hundred bytes per crop, so a bad crop anywhere in a
+    dataset is reported before anything is written.
+    """
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            have_shape, _, dtype = read_header(f)
+            offset = f.tell()
+    except FileNotFoundError:
+        raise BenchmarkError(f"{path}: crop file not found") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise BenchmarkError(f"{path}: unreadable .npy ({e})") from None
+    if have_shape != tuple(shape):
+        raise BenchmarkError(f"{path}: crop has shape {have_shape}; expected {tuple(shape)} (H x W x C)")
+    if dtype != np.uint8:
+        raise BenchmarkError(f"{path}: crop has dtype {dtype}; expected uint8")
+    size, want = Path(path).stat().st_size, offset + int(np.prod(shape))
+    if size < want:
+        raise BenchmarkError(f"{path}: truncated .npy: {size} bytes, its header promises {want}")
 
 
 def load_crop(path: Path, shape: tuple[int, int, int]) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 The published datasets are ~100k-400k small `.npy` files; opening one file per
 crop makes training and evaluation wait on the filesystem. `pack()` validates a
-source layout completely, then copies all crops into `images.npy` (N, H, W, C)
+source layout completely (metadata, embeddings, and every crop's `.npy` header
+and size) before it writes anything, then copies all crops into `images.npy` (N, H, W, C)
 uint8 next to `index.parquet` (the normalised metadata, one row per crop, with
 each crop's file and sha256) and `embeddings.parquet`. Training and evaluation
 then read one file through `np.load(mmap_mode="r")`.
@@ -31,7 +32,7 @@ from benchmark import __version__, io
 from benchmark.errors import BenchmarkError
 
 from .embeddings import read_embedding_csv
-from .impa_format import load_crop, read_metadata
+from .impa_format import check_crop_header, load_crop, read_metadata
 from .layouts import Layout
 
 STORE_FILE = "store.json"
@@ -134,14 +135,18 @@ def pack(layout: Layout, source: Path, dest: Path, *, embeddings: Path | None = 
         raise BenchmarkError(f"{meta_path}: row {i} (SAMPLE_KEY {obs['SAMPLE_KEY'].iloc[i]!r}): perturbation "
                              f"{obs['CPD_NAME'].iloc[i]!r} has no embedding in {', '.join(map(str, emb_paths))}")
     root = source / layout.images
+    shape = (layout.image_size, layout.image_size, len(layout.channels))
     files = []
-    for i, key in enumerate(obs["SAMPLE_KEY"]):
+    for i, key in enumerate(tqdm(obs["SAMPLE_KEY"], desc=f"checking {layout.name} crops", unit="crop",
+                                 disable=len(obs) < 2000)):
         try:
             rel = layout.key_rule(key)
         except ValueError as e:
             raise BenchmarkError(f"{meta_path}: row {i}: {e}") from None
-        if not (root / rel).is_file():
-            raise BenchmarkError(f"{meta_path}: row {i} (SAMPLE_KEY {key!r}): crop file {root / rel} not found")
+        try:
+            check_crop_header(root / rel, shape)
+        except BenchmarkError as e:
+            raise BenchmarkError(f"{e} (row {i}, SAMPLE_KEY {key!r}, of {meta_path})") from None
         files.append(rel)
     obs["FILE"] = files
     subset = None
@@ -150,37 +155,51 @@ def pack(layout: Layout, source: Path, dest: Path, *, embeddings: Path | None = 
     elif layout.eval_subset is not None:
         subset = choose_eval_perturbations(obs, layout.eval_subset)
 
+    # everything is checked: only now is anything written
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(dest.parent / f".{dest.name}.lock"):  # jobs of a sweep may prepare the same data at once
         if is_packed(dest) and not force:
             return dest  # another process packed it while this one waited
         for stale in dest.parent.glob(f".{dest.name}.partial-*"):
             shutil.rmtree(stale)  # an interrupted earlier run (none can be live: we hold the lock): start clean
-        _write_store(layout, source, dest, obs, table, files, root, meta_path, emb_paths, subset, eval_index)
+        _write_store(layout, source, dest, obs, table, files, root, meta_path, emb_paths, subset, eval_index, shape)
     return dest
 
 
 @contextmanager
 def _exclusive(lock: Path):
-    with open(lock, "a") as f:
+    """An exclusive lock on a file that is removed again when released.
+
+    A process that waited on the file while its holder removed it holds a lock on an unlinked file, so
+    after taking the lock it checks the file is still the one at `lock`, and tries again if not.
+    """
+    while True:
+        f = open(lock, "a")
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            same = os.path.samestat(os.fstat(f.fileno()), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        f.close()
 
 
 def _write_store(layout: Layout, source: Path, dest: Path, obs: pd.DataFrame, table: pd.DataFrame, files: list[str],
                  root: Path, meta_path: Path, emb_paths: list[Path], subset: list[str] | None,
-                 eval_index: Path | None) -> None:
+                 eval_index: Path | None, shape: tuple[int, int, int]) -> None:
     tmp = dest.parent / f".{dest.name}.partial-{os.getpid()}"
     tmp.mkdir()
     try:
-        shape = (layout.image_size, layout.image_size, len(layout.channels))
         images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(obs), *shape))
         digests = []
         for i, rel in enumerate(tqdm(files, desc=f"packing {layout.name}", unit="crop", disable=len(files) < 2000)):
-            try:
+            try:  # checked already; loaded with the same checks in case a file changed since
                 crop = load_crop(root / rel, shape)
             except BenchmarkError as e:
                 raise BenchmarkError(f"{e} (row {i} of {meta_path})") from None

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from benchmark.errors import BenchmarkError
-from tasks.impa_format import bbbc021_path, cpg0000_path, load_crop, read_metadata, rxrx1_path
+from tasks.impa_format import bbbc021_path, check_crop_header, cpg0000_path, load_crop, read_metadata, rxrx1_path
 
 
 def test_sample_key_rules_follow_the_published_layouts():
@@ -42,6 +42,9 @@ def test_bad_state_and_split_values_are_named(tmp_path):
         read_metadata(write_meta(tmp_path / "c.csv", STATE=["control", "maybe"]))
     with pytest.raises(BenchmarkError, match="SPLIT 'val'"):
         read_metadata(write_meta(tmp_path / "d.csv", SPLIT=["train", "val"]))
+    with pytest.raises(BenchmarkError) as e:  # an integer column: the message shows 2, not np.int64(2)
+        read_metadata(write_meta(tmp_path / "e.csv", STATE=[0, 2]))
+    assert "column STATE has value 2;" in str(e.value) and "np." not in str(e.value)
 
 
 def test_bad_crops_are_named(tmp_path):
@@ -60,3 +63,26 @@ def test_bad_crops_are_named(tmp_path):
         load_crop(trunc, (8, 8, 3))
     with pytest.raises(BenchmarkError, match="Week1/P1/1_1_1.0.npy: crop file not found"):
         load_crop(tmp_path / bbbc021_path("Week1_P1_1_1_1.0"), (8, 8, 3))
+
+
+def test_crop_headers_are_checked_without_reading_the_pixels(tmp_path):
+    good = tmp_path / "good.npy"
+    np.save(good, np.zeros((8, 8, 3), np.uint8))
+    check_crop_header(good, (8, 8, 3))
+    with pytest.raises(BenchmarkError, match=r"good.npy: crop has shape \(8, 8, 3\); expected \(8, 8, 5\)"):
+        check_crop_header(good, (8, 8, 5))
+    floats = tmp_path / "floats.npy"
+    np.save(floats, np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(BenchmarkError, match="floats.npy: crop has dtype float32; expected uint8"):
+        check_crop_header(floats, (8, 8, 3))
+    data = good.read_bytes()
+    short = tmp_path / "short.npy"
+    short.write_bytes(data[:-1])  # one pixel byte missing: the header alone is intact
+    with pytest.raises(BenchmarkError, match=f"short.npy: truncated .npy: {len(data) - 1} bytes, its header promises {len(data)}"):
+        check_crop_header(short, (8, 8, 3))
+    headless = tmp_path / "headless.npy"
+    headless.write_bytes(data[:20])
+    with pytest.raises(BenchmarkError, match="headless.npy: unreadable .npy"):
+        check_crop_header(headless, (8, 8, 3))
+    with pytest.raises(BenchmarkError, match="missing.npy: crop file not found"):
+        check_crop_header(tmp_path / "missing.npy", (8, 8, 3))

@@ -75,7 +75,7 @@ def _broken(sources, tmp_path, how):
 
 
 @pytest.mark.parametrize("how,expect", [
-    ("truncated", "unreadable .npy"), ("shape", "shape (64, 64, 3); expected (96, 96, 3)"),
+    ("truncated", "truncated .npy"), ("shape", "shape (64, 64, 3); expected (96, 96, 3)"),
     ("dtype", "dtype float32; expected uint8"), ("missing", "not found"),
     ("embedding", "'mystery compound' has no embedding"), ("split", "missing column 'SPLIT'"),
 ])
@@ -91,7 +91,38 @@ def test_bad_input_is_one_clear_line_and_nothing_is_packed(sources, tmp_path, ca
         assert meta_path.name in err and f"row {row}" in err
     else:
         assert meta_path.name in err
-    assert not (data_dir / "bbbc021").exists() and not list(data_dir.glob(".*partial*"))
+    assert not data_dir.exists()  # checked before anything is written: no store, no partial, no lock file
+
+
+def test_a_truncated_last_crop_is_found_before_anything_is_written(sources, tmp_path, capsys, monkeypatch):
+    """The crop checks are a first pass over every crop: the copy never starts on a dataset with a bad crop."""
+    src = tmp_path / "src"
+    shutil.copytree(sources["bbbc021"], src)
+    lay = LAYOUTS["bbbc021"]
+    meta = pd.read_csv(src / lay.metadata[0], index_col=0)
+    last = src / lay.images / lay.key_rule(meta["SAMPLE_KEY"].iloc[-1])
+    last.write_bytes(last.read_bytes()[:-10])  # header intact, ten pixel bytes missing
+    monkeypatch.setattr(packed, "_write_store", lambda *a, **k: pytest.fail("the copy started before the checks ended"))
+    data_dir = tmp_path / "data"
+    assert main(["prepare", "bbbc021", "--source", str(src), "--data-dir", str(data_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(last) in err and f"row {len(meta) - 1}" in err and "truncated .npy" in err
+    assert not data_dir.exists()
+
+
+def test_the_lock_file_is_removed_after_success_and_failure(sources, tmp_path, monkeypatch):
+    data_dir = tmp_path / "data"
+
+    def dying(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(packed, "load_crop", dying)  # a failure during the copy, after the checks passed
+    with pytest.raises(OSError):
+        packed.pack(LAYOUTS["bbbc021"], sources["bbbc021"], data_dir / "bbbc021")
+    assert list(data_dir.iterdir()) == []
+    monkeypatch.undo()
+    packed.pack(LAYOUTS["bbbc021"], sources["bbbc021"], data_dir / "bbbc021")
+    assert [p.name for p in data_dir.iterdir()] == ["bbbc021"]
 
 
 def test_interrupted_preparation_leaves_no_store_and_a_rerun_starts_clean(sources, tmp_path, monkeypatch):
