@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 import sys
 from pathlib import Path
 
@@ -19,19 +20,22 @@ def cmd_list(args: argparse.Namespace) -> None:
     from benchmark.metrics.features import EXTRACTORS
     from benchmark.registry import METHODS, TASKS
 
+    broken = METHODS.broken()  # loads every method, so a broken plugin is listed as such
     print("methods:")
     for name in METHODS.names():
         cls = METHODS.get(name)
-        cap = cls.capabilities
-        profiles = ",".join(cls.profiles) or "-"
-        print(f"  {name:22s} {METHODS.origin(name):28s} unseen-perturbations={cap.unseen_perturbations} profiles={profiles}")
-    for name, why in METHODS.broken().items():
-        print(f"  {name:22s} {why}")
+        profiles = ",".join(f"{p} (default)" if p == cls.default_profile else p for p in cls.profiles) or "-"
+        print(f"  {name:10s} {METHODS.origin(name)}")
+        print(f"  {'':10s} unseen perturbations: {cls.capabilities.unseen_perturbations}; profiles: {profiles}")
+    for name, why in broken.items():
+        print(f"  {name:10s} {why}")
     print("tasks:")
+    width = max(len(n) for n in TASKS.names())
     for name in TASKS.names():
         t = TASKS.get(name)
-        print(f"  {name:22s} {len(t.channels)} ch {t.image_size}px  {t.description}")
-    print("feature spaces:", ", ".join(EXTRACTORS.names()))
+        print(f"  {name:{width}s}  {len(t.channels)} ch {t.image_size:3d} px  {t.description}")
+    spaces = [*EXTRACTORS.names(), "moa (MoA accuracy of a classifier, tasks with MoA labels)"]
+    print("feature spaces:", ", ".join(spaces))
     print("channel rules:", ", ".join(f"{k} ({v.doc})" for k, v in RULES.items()))
 
 
@@ -57,6 +61,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    from benchmark.registry import METHODS, TASKS
+
+    METHODS.check(args.method)  # refused before the heavy imports below
+    TASKS.check(args.task)
     from benchmark.runner import RunConfig, run
 
     cfg = RunConfig(method=args.method, task=args.task, seed=args.seed, out=args.out, data_dir=args.data_dir,
@@ -71,9 +79,23 @@ def cmd_run(args: argparse.Namespace) -> None:
     m = m[m["perturbation"].isna()]
     print(f"run {path.name} recorded in {path}")
     for r in m.itertuples(index=False):
-        extra = f" ± {r.std:.4g}" if r.std == r.std else ""
-        print(f"  {r.metric:13s} [{r.feature_space:10s}] {r.value:10.4g}{extra}  (n_gen={r.n_gen}, n_real={r.n_real}, "
-              f"rule={r.channel_rule}, seed={r.metric_seed})")
+        print(f"  {r.metric:13s} [{r.feature_space:10s}] {r.value:10.4g}  {_spread(r)}(n_gen={r.n_gen}, "
+              f"n_real={r.n_real}, rule={r.channel_rule}, seed={r.metric_seed})")
+
+
+def _spread(row) -> str:
+    """What a summary line's uncertainty is, by name: an interval over images, or a spread of another kind."""
+    parts = []
+    if row.ci_low == row.ci_low and row.ci_high == row.ci_high:
+        parts.append(f"[95% CI {row.ci_low:.4g}, {row.ci_high:.4g}]")
+    if row.std == row.std:
+        if row.metric.endswith("_c"):
+            parts.append(f"sd over perturbations {row.std:.3g}")
+        elif row.metric.startswith("kid"):  # 0 up to rounding where a subset is the whole set
+            parts.append(f"sd over KID subsets {row.std if abs(row.std) > 1e-12 else 0:.3g}")
+        elif not parts:
+            parts.append(f"standard error {row.std:.3g}")
+    return "".join(p + "  " for p in parts)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -147,8 +169,38 @@ def cmd_trajectory(args: argparse.Namespace) -> None:
         print(p)
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; seeds are integers >= 0")
+    return value
+
+
+def _seeds(text: str) -> str:
+    for s in _csv(text):
+        _seed(s)
+    return text
+
+
+def _names(kind: str) -> str:
+    """The registered names, for help texts (no method module is imported for this)."""
+    from benchmark.registry import METHODS, TASKS
+
+    return ", ".join({"method": METHODS, "task": TASKS}[kind].names())
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of the suite."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmark", description="Benchmark suite for image-based perturbation prediction")
+    p = _Parser(prog="python -m benchmark", description="Benchmark suite for image-based perturbation prediction")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="methods, tasks, feature spaces and channel rules").set_defaults(fn=cmd_list)
     pr = sub.add_parser("prepare", help="validate a dataset and pack it into one memory-mapped store")
@@ -161,12 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--force", action="store_true", help="pack again even if a store exists")
     pr.set_defaults(fn=cmd_prepare)
     r = sub.add_parser("run", help="train, generate, evaluate and record one run")
-    r.add_argument("--method", required=True)
-    r.add_argument("--task", required=True)
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--method", required=True, help=f"one of: {_names('method')} (and plugins; see `list`)")
+    r.add_argument("--task", required=True, help=f"one of: {_names('task')}")
+    r.add_argument("--seed", type=_seed, default=0, help="training and sampling seed, an integer >= 0 (default: 0)")
     r.add_argument("--out", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"), help="run store (default: runs/)")
     r.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"), help="datasets and caches (default: data/)")
-    r.add_argument("--profile", default=None, help="named config profile of the method (e.g. quick, paper)")
+    r.add_argument("--profile", default=None,
+                   help="named config profile of the method (default: its default profile, `quick` for cellflow, "
+                        "impa and phendiff; `list` shows every method's profiles)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config option (repeatable)")
     r.add_argument("--features", default="inception,morphology,moa",
                    help="comma-separated feature spaces; moa = MoA accuracy (tasks with MoA labels)")
@@ -185,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="plan the methods x tasks x seeds grid and launch it (SLURM, local, debug)")
     sw.add_argument("--methods", required=True, help="comma-separated")
     sw.add_argument("--tasks", required=True, help="comma-separated")
-    sw.add_argument("--seeds", default="0", help="comma-separated")
+    sw.add_argument("--seeds", type=_seeds, default="0", help="comma-separated integers >= 0 (default: 0)")
     sw.add_argument("--ablations", action="store_true", help="add each method's ablation variants (Table 2c)")
     sw.add_argument("--launcher", default="local", choices=["slurm", "local", "debug"])
     sw.add_argument("--dry-run", action="store_true", help="print the plan, submit nothing")
@@ -216,13 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--perturbation", required=True)
     tr.add_argument("--frames", default="0,0.25,0.5,0.75,1", help="comma-separated times in [0, 1]")
     tr.add_argument("--n", type=int, default=4, help="cells per strip")
-    tr.add_argument("--seed", type=int, default=0, help="seed of the choice of cells")
+    tr.add_argument("--seed", type=_seed, default=0, help="seed of the choice of cells (default: 0)")
     tr.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"))
     tr.add_argument("--out", type=Path, default=Path("figures"))
     tr.set_defaults(fn=cmd_trajectory)
     rep = sub.add_parser("report", help="aggregate all runs into leaderboards and tables")
     rep.add_argument("--runs", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"))
-    rep.add_argument("--results", type=Path, default=Path("results"))
+    rep.add_argument("--results", type=Path, default=Path("reports"),
+                     help="where tables and figures go (default: reports/); the committed reference results/ is "
+                          "rewritten only when named (--results results)")
     rep.add_argument("--data-dir", type=Path, default=None,
                      help="the tasks' data (e.g. data/): draws the sample grids, PCA and trajectory figures")
     rep.set_defaults(fn=cmd_report)
@@ -230,7 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # torch-fidelity's Inception is TorchScript; torch's deprecation notice of it says nothing to a user
+    warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # a usage error (2) or --help (0)
+        return e.code if isinstance(e.code, int) else 2
     try:
         args.fn(args)
     except BenchmarkError as e:

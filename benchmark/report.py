@@ -1,6 +1,8 @@
 """Aggregate every recorded run into leaderboards and paper-shaped tables.
 
-Reads the run store only; writes `results/leaderboard.csv` (long format, one
+Reads the run store only; writes into a results directory (`reports/` unless
+the user names another: the committed reference `results/` is rewritten only
+when asked for by name) `leaderboard.csv` (long format, one
 row per task x method x variant x metric x feature space x perturbation, mean
 and spread over seeds) and, per task, Table 1a (FID_o, FID_c, KID_o, KID_c) and
 Table 1b (per-perturbation FID) as Markdown and CSV. Output is a pure function
@@ -298,7 +300,27 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None) -> l
     else:
         figs, fig_notes = [], ["figures: not drawn (pass --data-dir: they need the tasks' images)"]
     written += figs + overview(lb, results_dir, figs, fig_notes)
+    _forget_stale(results_dir, written)
     return written
+
+
+OUTPUT_LIST = ".report-files"  # what the last report wrote here, so the next one removes what it no longer writes
+
+
+def _forget_stale(results_dir: Path, written: list[Path]) -> None:
+    """Remove files an earlier report wrote into `results_dir` and this one did not; never anything else."""
+    now = sorted({p.relative_to(results_dir).as_posix() for p in written})
+    listing = results_dir / OUTPUT_LIST
+    before = listing.read_text().split("\n") if listing.is_file() else []
+    for rel in sorted(set(before) - set(now) - {""}):
+        path = results_dir / rel
+        if path.is_file():
+            path.unlink()
+        for parent in path.parents:  # folders the report made that are now empty
+            if parent == results_dir or not parent.is_dir() or any(parent.iterdir()):
+                break
+            parent.rmdir()
+    io.write_text(listing, "\n".join(now) + "\n")
 
 
 def overview(lb: pd.DataFrame, results_dir: Path, figs: list[Path] = (), fig_notes: list[str] = ()) -> list[Path]:

@@ -88,6 +88,27 @@ def interruptible():
             signal.signal(sig, handler)
 
 
+class Stages:
+    """A header per stage of a run, and its elapsed time when the next begins, on stderr beside the progress bars."""
+
+    def __init__(self) -> None:
+        self.t0 = time.time()
+        self.title: str | None = None
+        self.started = 0.0
+
+    def start(self, title: str) -> None:
+        self.end()
+        print(f"== {title}", file=sys.stderr, flush=True)
+        self.title, self.started = title, time.time()
+
+    def end(self) -> None:
+        if self.title is not None:
+            now = time.time()
+            print(f"   {self.title.split(':')[0]} took {now - self.started:.1f} s ({now - self.t0:.0f} s in all)",
+                  file=sys.stderr, flush=True)
+        self.title = None
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -129,8 +150,7 @@ def resolve_method(name: str, profile: str | None, overrides: list[str],
         return cls, config_from_overrides(cls.Config, manifest["config"], overrides)
     if profile is not None and profile not in cls.profiles:
         raise BenchmarkError(f"method {name} has no profile {profile!r}; available: {', '.join(cls.profiles) or 'none'}")
-    base = cls.profiles.get(profile) if profile else cls.profiles.get("default")
-    return cls, config_from_overrides(cls.Config, base, overrides)
+    return cls, config_from_overrides(cls.Config, cls.profiles.get(profile or cls.default_profile), overrides)
 
 
 def check_capabilities(cls: type[Method], task) -> None:
@@ -202,6 +222,8 @@ def run(cfg: RunConfig) -> Path:
     if "inception" in cfg.features and cfg.inception_weights is not None:
         verified_weights(cfg.inception_weights)
     t0 = time.time()
+    stages = Stages()
+    stages.start(f"data: {task.name} ({task.dataset}; simulated or packed on first use, then read from {cfg.data_dir})")
     data = task.load(cfg.data_dir)
     split_hash = data.write_split_manifest(Path(cfg.data_dir) / "splits" / f"{task.name}-v{task.version}.csv")
     store = RunStore(cfg.out)
@@ -211,7 +233,7 @@ def run(cfg: RunConfig) -> Path:
     with interruptible():
         stage = store.staging(run_id)
         try:
-            _run_staged(cfg, task, cls, config, data, split_hash, run_id, stage, t0)
+            _run_staged(cfg, task, cls, config, data, split_hash, run_id, stage, t0, stages)
         except BaseException as e:
             # leave nothing half-written in the store; the staged files are kept in .failed/ for inspection
             reason = f"interrupted by {e.signal}" if isinstance(e, Interrupted) else f"{type(e).__name__}: {e}"
@@ -223,7 +245,7 @@ def run(cfg: RunConfig) -> Path:
 
 
 def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, split_hash: str, run_id: str,
-                stage: Path, t0: float) -> None:
+                stage: Path, t0: float, stages: Stages) -> None:
     seed_everything(cfg.seed)
     rows = data.train_rows()
     train = TrainData(images=data.images[rows], obs=data.obs.iloc[rows], control=task.control,
@@ -232,6 +254,11 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
     method = cls(config)
     plan = data.eval_plan()
     t_fit = time.time()
+    if cfg.from_run is None:
+        profile = cfg.profile or cls.default_profile
+        stages.start(f"train: {cls.name}{f' (profile {profile})' if profile else ''} on {len(rows)} images")
+    else:
+        stages.start(f"load: {'images' if cfg.reuse_generated else 'model'} of {cfg.from_run}")
     if cfg.from_run is None:
         fit_summary = method.fit(train, seed=cfg.seed, workdir=cfg.workdir or stage / "work") or {}
     else:
@@ -249,6 +276,7 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
 
             method.attach_heldout(HeldoutPool(data, plan.heldout_pool, seed=plan.seed))
     seed_everything(cfg.seed)
+    stages.start(f"generate: {len(plan.requests)} images ({plan.requests['CPD_NAME'].nunique()} perturbations)")
     t_gen = time.time()
     if cfg.reuse_generated:
         generated = reused_images(Path(cfg.from_run), trained, task.name, split_hash, plan, data.images.shape[1:])
@@ -264,6 +292,7 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
     cache = FeatureCache(Path(cfg.data_dir) / ".cache" / "features")
     cache_key = {"task": task.name, "task_version": task.version, "split": split_hash, "plan": plan.digest()}
     t_eval = time.time()
+    stages.start(f"score: {', '.join(cfg.features)} against {len(plan.reference)} real reference images")
     spaces = [f for f in cfg.features if f != "moa"]
     metrics, provenance = evaluate(data, plan, generated, spaces, ctx, cache, cache_key, kid_seed=plan.seed)
     if "moa" in cfg.features and task.moa:
@@ -288,7 +317,7 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
         "method_origin": METHODS.origin(cls.name),
         "variant": variant,
         # a run scored from another carries the settings it was trained with, then its own --set
-        "profile": cfg.profile if cfg.from_run is None else trained.get("profile"),
+        "profile": (cfg.profile or cls.default_profile) if cfg.from_run is None else trained.get("profile"),
         "overrides": cfg.overrides if cfg.from_run is None else [*(trained.get("overrides") or []), *cfg.overrides],
         "config": dataclasses.asdict(config) if config is not None else {},
         "task": task.spec(),
@@ -308,4 +337,5 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
         "sweep": cfg.sweep,
     }
     io.write_json(stage / "manifest.json", manifest)
+    stages.end()
 

@@ -1,10 +1,11 @@
 """Built-in methods. Third-party methods register through entry points instead."""
 
+from importlib import import_module
+from typing import Callable
 
-def builtin_methods() -> list[type]:
-    from .cellflow import CellFlow
-    from .impa import IMPA
-    from .phendiff import PhenDiff
-    from .reference import Identity, Oracle
 
-    return [Identity, Oracle, CellFlow, IMPA, PhenDiff]
+def builtin_methods() -> dict[str, Callable[[], type]]:
+    """Name -> loader: a method's module (and torch with it) is imported only when the method is used."""
+    where = {"identity": (".reference", "Identity"), "oracle": (".reference", "Oracle"),
+             "cellflow": (".cellflow", "CellFlow"), "impa": (".impa", "IMPA"), "phendiff": (".phendiff", "PhenDiff")}
+    return {name: (lambda m=module, a=attr: getattr(import_module(m, __name__), a)) for name, (module, attr) in where.items()}

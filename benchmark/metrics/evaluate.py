@@ -130,6 +130,8 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
     rule = data.task.channel_rule
     rows, provenance = [], {}
     morph = None
+    # images that are the plan's own controls (the identity floor) get their features cached like the real sets'
+    are_controls = np.array_equal(generated, data.images[plan.requests["control_row"].to_numpy()])
     for space in spaces:
         ext = EXTRACTORS.create(space, ctx)
         rule_used = rule if ext.rgb else "all"
@@ -138,9 +140,13 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
         real_views, gen_views = {}, {}
         for view, imgs in _views(ext, rule, reference):
             key = dict(cache_key, space=space, sha=ext.weights_sha256, rule=rule_used, view=view)
-            real_views[view] = cache.get(key, lambda imgs=imgs: ext(imgs))
+            real_views[view] = cache.get(key, lambda imgs=imgs: ext(imgs, what="real reference images"))
         for view, imgs in _views(ext, rule, generated):
-            gen_views[view] = ext(imgs)
+            if are_controls:
+                key = dict(cache_key, space=space, sha=ext.weights_sha256, rule=rule_used, view=view, set="plan controls")
+                gen_views[view] = cache.get(key, lambda imgs=imgs: ext(imgs, what="the plan's control images"))
+            else:
+                gen_views[view] = ext(imgs, what="generated images")
         if not ext.rgb:
             # hand-made features live on different scales: z-score by the reference set so each counts alike
             mu = {v: f.mean(0) for v, f in real_views.items()}
@@ -157,6 +163,6 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
         if morph is None:
             m = Morphology(data.task.channels)
             morph = (m, cache.get(dict(cache_key, space="morphology", sha=m.weights_sha256, rule="all", view="all"),
-                                  lambda: m(reference)))
+                                  lambda: m(reference, what="real reference images")))
         rows += paired_rows(generated, np.asarray(truth), morph[0], morph[1], kid_seed)
     return pd.DataFrame(rows, columns=COLUMNS), provenance

@@ -57,9 +57,9 @@ class FidelityExtractor:
         self.index = list(module.features_list).index(feature)
 
     @torch.no_grad()
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def __call__(self, images: np.ndarray, what: str = "images") -> np.ndarray:
         out = []
-        for i in tqdm(range(0, len(images), self.batch_size), desc=f"{self.name} features", unit="batch",
+        for i in tqdm(range(0, len(images), self.batch_size), desc=f"{self.name} features of {what}", unit="batch",
                       leave=False, disable=len(images) <= 4 * self.batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images[i : i + self.batch_size])).permute(0, 3, 1, 2)
             x = x.contiguous(memory_format=torch.channels_last)
@@ -145,10 +145,11 @@ class Morphology:
         feats += [float(cell_mask.mean()), carea, cecc]
         return np.asarray(feats, dtype=np.float64)
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def __call__(self, images: np.ndarray, what: str = "images") -> np.ndarray:
         if images.shape[-1] != len(self.channels):
             raise BenchmarkError(f"morphology features: images have {images.shape[-1]} channels, task has {len(self.channels)}")
-        rows = [self._one(im) for im in tqdm(images, desc="morphology features", unit="img", leave=False, disable=len(images) < 500)]
+        rows = [self._one(im) for im in tqdm(images, desc=f"morphology features of {what}", unit="img", leave=False,
+                                             disable=len(images) < 500)]
         return np.stack(rows) if rows else np.zeros((0, len(self.feature_names)))
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
 from benchmark import io
 from benchmark.errors import BenchmarkError
@@ -75,7 +76,8 @@ class MoAClassifier:
         steps = config.epochs * max(1, len(x) // config.batch_size)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps)
         model.train()
-        for _ in range(steps):
+        for _ in tqdm(range(steps), desc=f"MoA classifier ({config.backbone}) on {len(x)} real training images",
+                      unit="step"):
             idx = torch.randint(len(x), (config.batch_size,), generator=g)
             xb = x[idx]
             if torch.rand(1, generator=g) < 0.5:

@@ -107,7 +107,6 @@ PROFILES: dict[str, dict[str, Any]] = {
     "no-cfg": {**QUICK, "alpha": 1.0, "p_drop": 0.0},
     "no-noise": {**QUICK, "p_noise": 0.0},
 }
-PROFILES["default"] = PROFILES["quick"]
 
 
 def ema_decay(target: float, step: int) -> float:
@@ -126,6 +125,7 @@ class CellFlow(Method):
     capabilities = Capabilities(needs_control=True, unseen_perturbations=True)
     Config = CellFlowConfig
     profiles = PROFILES
+    default_profile = "quick"
     ablations = ("no-condition", "no-cfg", "no-noise")
     resources = {"gpus": 1, "cpus": 8, "mem_gb": 64, "time_min": 24 * 60}
 

@@ -63,7 +63,6 @@ PROFILES: dict[str, dict[str, Any]] = {
     "paper": {"dim_in": 64, "max_conv_dim": 512, "batch_size": 32, "steps": 100_000, "ds_iter": 100_000,
               "checkpoint_every": 2000},
 }
-PROFILES["default"] = PROFILES["quick"]
 
 
 class IMPA(Method):
@@ -71,6 +70,7 @@ class IMPA(Method):
     capabilities = Capabilities(needs_control=True, unseen_perturbations=True)
     Config = IMPAConfig
     profiles = PROFILES
+    default_profile = "quick"
     resources = {"gpus": 1, "cpus": 8, "mem_gb": 64, "time_min": 24 * 60}
 
     def __init__(self, config: IMPAConfig | None = None) -> None:

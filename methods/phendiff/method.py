@@ -74,7 +74,6 @@ PROFILES: dict[str, dict[str, Any]] = {
     "paper": {"widths": (128, 256, 512), "layers_per_block": 2, "norm_num_groups": 32, "steps": 30_000,
               "checkpoint_every": 2000, "mixed_precision": "bf16"},
 }
-PROFILES["default"] = PROFILES["quick"]
 
 
 class PhenDiff(Method):
@@ -82,6 +81,7 @@ class PhenDiff(Method):
     capabilities = Capabilities(needs_control=True, unseen_perturbations=True)
     Config = PhenDiffConfig
     profiles = PROFILES
+    default_profile = "quick"
     resources = {"gpus": 1, "cpus": 8, "mem_gb": 64, "time_min": 24 * 60}
 
     def __init__(self, config: PhenDiffConfig | None = None) -> None:

@@ -140,3 +140,45 @@ def test_runs_with_different_settings_are_separate_rows_not_seeds(cellflow_run, 
     t1a = pd.read_csv(tmp_path / "results" / "synthetic-tiny" / "table1a.csv")
     labels = [m for m in t1a["method"] if m.startswith("cellflow")]
     assert len(labels) == 2 and all("[" in m for m in labels) and set(t1a["n_seeds"]) == {1}
+
+
+def test_a_negative_seed_is_refused_in_one_line(capsys):
+    code, out, err = run_cli(capsys, "run", "--method", "identity", "--task", "synthetic-tiny", "--seed", "-1")
+    assert code == 2 and err.count("\n") == 1 and "--seed: -1 is negative" in err
+    code, out, err = run_cli(capsys, "sweep", "--methods", "identity", "--tasks", "synthetic-tiny", "--seeds", "0,-2",
+                             "--dry-run")
+    assert code == 2 and err.count("\n") == 1 and "-2 is negative" in err
+
+
+def test_a_misspelt_name_is_refused_before_torch_is_imported():
+    """What makes the error immediate: the method and task names are checked before any heavy import."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from benchmark.cli import main; code = main(['run', '--method', 'cellfow', '--task', "
+             "'synthetic']); print(code, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["2", "False"] and "unknown method 'cellfow'" in out.stderr
+
+
+def test_every_stage_of_a_run_prints_its_header_and_the_profile_is_recorded(tmp_path, capsys):
+    from .conftest import TINY_CELLFLOW
+
+    # a data directory of its own: the screen is simulated and the MoA classifier trained here, with their bars
+    assert main(["run", "--method", "cellflow", "--task", "synthetic-tiny", "--out", str(tmp_path / "runs"),
+                 "--data-dir", str(tmp_path / "data"), "--features", "tiny,moa", *TINY_CELLFLOW]) == 0
+    err = capsys.readouterr().err
+    for stage in ("data", "train", "generate", "score"):
+        assert f"== {stage}: " in err and f"   {stage} took " in err
+    assert "== train: cellflow (profile quick)" in err and "MoA classifier (resnet18)" in err
+    assert "simulating screen" in err
+    (run,) = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
+    assert json.loads((run / "manifest.json").read_text())["profile"] == "quick"
+
+
+def test_list_names_every_feature_space_and_the_default_profiles(capsys):
+    code, out, err = run_cli(capsys, "list")
+    assert code == 0
+    spaces = next(line for line in out.splitlines() if line.startswith("feature spaces:"))
+    assert all(name in spaces for name in ("inception", "morphology", "moa"))
+    assert "quick (default)" in out and "default," not in out

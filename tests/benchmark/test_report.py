@@ -68,3 +68,31 @@ def test_figures_are_drawn_and_the_whole_report_is_byte_identical_on_rerun(resul
     files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     assert all((out / f).read_bytes() == (again / f).read_bytes() for f in files)
+
+
+def test_report_never_writes_the_committed_results_unless_named(results, tmp_path, monkeypatch):
+    _, runs = results
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "leaderboard.csv").write_text("the committed reference\n")
+    assert main(["report", "--runs", str(runs)]) == 0
+    assert (tmp_path / "results" / "leaderboard.csv").read_text() == "the committed reference\n"
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["leaderboard.csv"]
+    assert (tmp_path / "reports" / "leaderboard.csv").is_file() and (tmp_path / "reports" / "tables.md").is_file()
+
+
+def test_a_rerun_removes_what_the_report_no_longer_writes_and_nothing_else(results, tmp_path):
+    _, runs = results
+    out = tmp_path / "out"
+    assert main(["report", "--runs", str(runs), "--results", str(out)]) == 0
+    assert (out / "synthetic-tiny-ood" / "tables.md").is_file() and (out / "table2b.csv").is_file()
+    (out / "synthetic-tiny-ood" / "my notes.txt").write_text("mine")
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for run in runs.iterdir():  # the same store without the OOD runs
+        if not run.name.startswith(".") and "-ood-" not in run.name:
+            (fewer / run.name).symlink_to(run)
+    assert main(["report", "--runs", str(fewer), "--results", str(out)]) == 0
+    assert not (out / "table2b.csv").exists() and not (out / "synthetic-tiny-ood" / "tables.md").exists()
+    assert (out / "synthetic-tiny-ood" / "my notes.txt").read_text() == "mine"  # not the report's: kept
+    assert (out / "synthetic-tiny" / "tables.md").is_file() and "table2b" not in (out / "tables.md").read_text()
