@@ -101,7 +101,7 @@ def _spread(row) -> str:
 def cmd_report(args: argparse.Namespace) -> None:
     from benchmark.report import report
 
-    for p in report(args.runs, args.results, args.data_dir):
+    for p in report(args.runs, args.results, args.data_dir, _csv(args.sample_perturbations) or None):
         print(p)
 
 
@@ -281,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "rewritten only when named (--results results)")
     rep.add_argument("--data-dir", type=Path, default=None,
                      help="the tasks' data (e.g. data/): draws the sample grids, PCA and trajectory figures")
+    rep.add_argument("--sample-perturbations", default="", metavar="P,Q,...",
+                     help="rows of the sample grid (default: one perturbation per MoA, or the first six)")
     rep.set_defaults(fn=cmd_report)
     return p
 

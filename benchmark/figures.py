@@ -1,9 +1,11 @@
 """The report's figures, from recorded runs and the task data (the paper's Figures 3-5).
 
-- `samples.png`: per perturbation, a real held-out target, the control it
-  started from, and each method's image generated from that control.
+- `samples.png`: per perturbation (one per MoA unless the user names them), a
+  real held-out target, the control it started from, and each method's image
+  generated from that control; the caption says which stain is which colour.
 - `pca.png`: PCA of morphology features of test controls, real targets and
-  each method's images, coloured by batch (does a method keep the batch?).
+  each method's images, coloured by batch (does a method keep the batch?),
+  with each axis's share of the variance.
 - CellFlow forward / reverse trajectory strips.
 
 Everything is a deterministic function of the runs and the data (fixed
@@ -19,7 +21,7 @@ import pandas as pd
 
 from benchmark.errors import BenchmarkError
 from benchmark.registry import TASKS
-from benchmark.trajectory import display
+from benchmark.trajectory import display, display_key
 
 N_PERTURBATIONS = 6
 PNG = {"metadata": {"Software": None}}
@@ -37,13 +39,30 @@ def _one_run_per_label(runs, lb: pd.DataFrame, task: str) -> dict[str, object]:
     return out
 
 
-def samples_figure(data, plan, chosen: dict[str, object], path: Path) -> Path:
+def sample_perturbations(data, wanted: list[str] | None = None) -> list[str]:
+    """The sample grid's rows: the user's choice, else one perturbation per MoA where the task has MoAs."""
+    evaluated = data.eval_perturbations()
+    if wanted:
+        unknown = [p for p in wanted if p not in evaluated]
+        if unknown:
+            raise BenchmarkError(f"--sample-perturbations: {unknown[0]!r} is not evaluated in task {data.task.name}; "
+                                 f"expected some of {', '.join(evaluated)}")
+        return list(wanted)
+    if not data.task.moa:
+        return evaluated[:N_PERTURBATIONS]
+    annot = data.obs.drop_duplicates("CPD_NAME").set_index("CPD_NAME")["ANNOT"]
+    first = {}
+    for p in evaluated:
+        first.setdefault(annot[p], p)
+    return [first[m] for m in sorted(first)]
+
+
+def samples_figure(data, plan, chosen: dict[str, object], path: Path, perts: list[str]) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    perts = data.eval_perturbations()[:N_PERTURBATIONS]
     ref = plan.reference.reset_index(drop=True)
     cols = ["real target", "control", *chosen]
     fig, axes = plt.subplots(len(perts), len(cols), figsize=(1.3 * len(cols), 1.3 * len(perts)), squeeze=False)
@@ -60,7 +79,9 @@ def samples_figure(data, plan, chosen: dict[str, object], path: Path) -> Path:
             if i == 0:
                 ax.set_title(cols[j], fontsize=7)
             if j == 0:
-                ax.set_ylabel(pert, fontsize=7)
+                moa = f"\n({data.obs.loc[data.obs['CPD_NAME'] == pert, 'ANNOT'].iloc[0]})" if data.task.moa else ""
+                ax.set_ylabel(f"{pert}{moa}", fontsize=6)
+    fig.suptitle(f"{data.task.name}: {display_key(data.task.channels)}", fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, **PNG)
@@ -86,8 +107,9 @@ def pca_figure(data, plan, chosen: dict[str, object], path: Path) -> Path:
         groups[label] = (morph(np.asarray(gen)), batch_of_request)
     real = np.concatenate([groups["test controls"][0], groups["real targets"][0]])
     mu, sd = real.mean(0), real.std(0) + 1e-6
-    _, _, vt = np.linalg.svd((real - mu) / sd, full_matrices=False)
+    _, sing, vt = np.linalg.svd((real - mu) / sd, full_matrices=False)
     basis = vt[:2].T * np.sign(vt[:2, :1].T + 1e-12)  # fixed sign: the same picture on every rerun
+    explained = sing[:2] ** 2 / (sing ** 2).sum()
     batches = sorted(set(data.obs["BATCH"]))
     colours = plt.get_cmap("tab10")
     ncols = min(5, len(groups))
@@ -101,8 +123,8 @@ def pca_figure(data, plan, chosen: dict[str, object], path: Path) -> Path:
             m = batch == b
             ax.scatter(z[m, 0], z[m, 1], s=4, color=colours(b_i % 10), label=b)
         ax.set_title(name, fontsize=8)
-        ax.set_xlabel("PC1", fontsize=7)
-        ax.set_ylabel("PC2", fontsize=7)
+        ax.set_xlabel(f"PC1 ({explained[0]:.0%} of variance)", fontsize=7)
+        ax.set_ylabel(f"PC2 ({explained[1]:.0%} of variance)", fontsize=7)
     axes.flat[0].legend(fontsize=6, markerscale=2, title="batch", title_fontsize=6)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +133,8 @@ def pca_figure(data, plan, chosen: dict[str, object], path: Path) -> Path:
     return path
 
 
-def figures(runs, lb: pd.DataFrame, data_dir: Path, out: Path) -> tuple[list[Path], list[str]]:
+def figures(runs, lb: pd.DataFrame, data_dir: Path, out: Path,
+            sample_perts: list[str] | None = None) -> tuple[list[Path], list[str]]:
     """All figures for every task whose data is at `data_dir`; notes say what was skipped and why."""
     from benchmark.trajectory import trajectories
 
@@ -126,7 +149,7 @@ def figures(runs, lb: pd.DataFrame, data_dir: Path, out: Path) -> tuple[list[Pat
         chosen = _one_run_per_label(runs, lb, task)
         chosen = {k: r for k, r in chosen.items() if (r.path / "generated.npy").is_file()}
         d = Path(out) / task
-        written.append(samples_figure(data, plan, chosen, d / "samples.png"))
+        written.append(samples_figure(data, plan, chosen, d / "samples.png", sample_perturbations(data, sample_perts)))
         written.append(pca_figure(data, plan, chosen, d / "pca.png"))
         for label, run in chosen.items():
             if run.manifest["method"] == "cellflow" and run.manifest.get("variant", "default") == "default" \

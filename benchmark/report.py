@@ -246,7 +246,8 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None) -> list[Path]:
+def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
+           sample_perts: list[str] | None = None) -> list[Path]:
     """Tables (always) and figures (where `data_dir` holds the tasks' data) from the run store."""
     runs = RunStore(runs_dir).runs()
     lb = leaderboard(runs)
@@ -296,7 +297,7 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None) -> l
     if data_dir is not None:
         from benchmark.figures import figures
 
-        figs, fig_notes = figures(runs, lb, data_dir, results_dir / "figures")
+        figs, fig_notes = figures(runs, lb, data_dir, results_dir / "figures", sample_perts)
     else:
         figs, fig_notes = [], ["figures: not drawn (pass --data-dir: they need the tasks' images)"]
     written += figs + overview(lb, results_dir, figs, fig_notes)

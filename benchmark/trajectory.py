@@ -2,7 +2,8 @@
 
 Forward: test controls integrated towards a perturbation, one column per frame
 time. Reverse: real treated test cells integrated back towards the control
-state. The model comes from the run's `model/` directory and the config from
+state. Each strip is a labelled PNG (method, task, perturbation, direction, the
+t of each column, which stain is which colour) and its pixels as `.npy`. The model comes from the run's `model/` directory and the config from
 its manifest, so a strip is reproducible from the store alone.
 """
 
@@ -28,9 +29,48 @@ def display(images: np.ndarray) -> np.ndarray:
 
 
 def strip(states: dict[float, torch.Tensor]) -> np.ndarray:
-    """Rows = cells, columns = frames (in time order for forward, as given for reverse)."""
+    """Rows = cells, columns = frames (in the order given): the figure's pixels, exactly."""
     cols = [display(to_uint8(states[t])) for t in states]
     return np.concatenate([np.concatenate(list(c), axis=0) for c in cols], axis=1)
+
+
+def display_key(channels: tuple[str, ...]) -> str:
+    """Which stain `display` shows in which colour, for a figure's caption."""
+    if len(channels) >= 3:
+        key = f"R = {channels[0]}, G = {channels[1]}, B = {channels[2]}"
+        return key + (f" ({', '.join(channels[3:])} not shown)" if len(channels) > 3 else "")
+    return f"grey = {channels[0]}" + (f" ({', '.join(channels[1:])} not shown)" if len(channels) > 1 else "")
+
+
+def strip_figure(states: dict[float, torch.Tensor], title: str, key: str, path: Path) -> Path:
+    """Rows = cells, columns = frames (in the order given), each column titled with its t; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = list(states)
+    n = len(states[times[0]])
+    fig, axes = plt.subplots(n, len(times), figsize=(1.1 * len(times), 1.1 * n + 0.7), squeeze=False)
+    for j, t in enumerate(times):
+        tiles = display(to_uint8(states[t]))
+        for i in range(n):
+            ax = axes[i, j]
+            ax.imshow(tiles[i], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"t = {t:.2f}", fontsize=7)
+            if j == 0:
+                ax.set_ylabel(f"cell {i + 1}", fontsize=7)
+    fig.suptitle(f"{title}\n{key}", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    tmp.replace(path)
+    return path
 
 
 def trajectories(run_dir: Path, perturbation: str, frames: tuple[float, ...], n: int, data_dir: Path,
@@ -53,19 +93,20 @@ def trajectories(run_dir: Path, perturbation: str, frames: tuple[float, ...], n:
     emb = torch.from_numpy(data.embed([perturbation] * n))
     fwd = method.trajectory(to_tensor(data.images[ctrl]), emb, frames)
     rev = method.trajectory(to_tensor(data.images[trt]), emb[: len(trt)], frames, reverse=True)
-    from PIL import Image
-
     written = []
+    what = {"forward": f"forward: test controls -> {perturbation}",
+            "reverse": f"reverse: real {perturbation} cells -> control"}
     for kind, states in (("forward", fwd), ("reverse", rev)):
         if kind == "reverse":
             states = {t: states[t] for t in sorted(states, reverse=True)}
         path = Path(out) / f"{manifest['run_id']}-{perturbation.replace('/', '_')}-{kind}.png"
-        tmp = path.with_suffix(".tmp.png")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(strip(states)).save(tmp)
-        tmp.replace(path)
-        written.append(path)
-    io.write_json(Path(out) / f"{manifest['run_id']}-{perturbation.replace('/', '_')}.json",
+        title = f"{manifest['method']} on {data.task.name} (seed {manifest['seed']}), {what[kind]}"
+        written.append(strip_figure(states, title, display_key(data.task.channels), path))
+        io.write_npy(path.with_suffix(".npy"), strip(states))  # the frames as pixels, for analysis
+        written.append(path.with_suffix(".npy"))
+    record = Path(out) / f"{manifest['run_id']}-{perturbation.replace('/', '_')}.json"
+    written.append(record)
+    io.write_json(record,
                   {"run_id": manifest["run_id"], "perturbation": perturbation, "frames": list(frames), "seed": seed,
                    "control_keys": data.obs["SAMPLE_KEY"].iloc[ctrl].tolist(),
                    "treated_keys": data.obs["SAMPLE_KEY"].iloc[trt].tolist(),
