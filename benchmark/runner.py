@@ -257,11 +257,9 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
     if cfg.from_run is None:
         profile = cfg.profile or cls.default_profile
         stages.start(f"train: {cls.name}{f' (profile {profile})' if profile else ''} on {len(rows)} images")
-    else:
-        stages.start(f"load: {'images' if cfg.reuse_generated else 'model'} of {cfg.from_run}")
-    if cfg.from_run is None:
         fit_summary = method.fit(train, seed=cfg.seed, workdir=cfg.workdir or stage / "work") or {}
     else:
+        stages.start(f"load: {'images' if cfg.reuse_generated else 'model'} of {cfg.from_run}")
         trained = stored_run(cfg.from_run, need_model=not cfg.reuse_generated)
         fit_summary = {"from_run": trained["run_id"], "trained_on": trained["task"]["name"],
                        "trained_with": trained.get("fit", {}), "trained_git_sha": trained.get("git_sha")}
