@@ -98,6 +98,18 @@ def _spread(row) -> str:
     return "".join(p + "  " for p in parts)
 
 
+def cmd_describe(args: argparse.Namespace) -> None:
+    import json
+
+    from benchmark.registry import METHODS, TASKS
+
+    METHODS.check(args.method)
+    TASKS.check(args.task)
+    from benchmark.describe import describe
+
+    print(json.dumps(describe(args.method, args.task, args.profile, args.set or [], args.perturbations), indent=2))
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from benchmark.report import report
 
@@ -236,6 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --from-run: score that run's generated images as they are (e.g. in Inception space); "
                         "its model/ is not needed")
     r.set_defaults(fn=cmd_run)
+    de = sub.add_parser("describe", help="a method's resolved config, parameters and FLOPs per network for a task "
+                                         "(no data needed)")
+    de.add_argument("--method", required=True, help=f"one of: {_names('method')}")
+    de.add_argument("--task", required=True, help="sizes the networks by the task's declared channels, image size, "
+                                                  "embedding width and perturbation count")
+    de.add_argument("--profile", default=None, help="a profile of the method (default: its default profile)")
+    de.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config option (repeatable)")
+    de.add_argument("--perturbations", type=int, default=None,
+                    help="training perturbations (default: the task's declared count less its held-out ones)")
+    de.set_defaults(fn=cmd_describe)
     sw = sub.add_parser("sweep", help="plan the methods x tasks x seeds grid and launch it (SLURM, local, debug)")
     sw.add_argument("--methods", required=True, help="comma-separated")
     sw.add_argument("--tasks", required=True, help="comma-separated")

@@ -131,6 +131,12 @@ class Method(ABC):
         """A label for the leaderboard when the config is an ablation (e.g. "w/o CFG")."""
         return "default"
 
+    def networks(self, channels: int, image_size: int, embedding_dim: int,
+                 n_perturbations: int) -> dict[str, tuple["torch.nn.Module", tuple]]:
+        """The method's networks built (untrained) for a task of this shape, each with an example input of batch 1,
+        so that `describe` can count parameters and FLOPs before any data or GPU time; none by default."""
+        return {}
+
     def attach_heldout(self, pool: "Any") -> None:
         """Oracle-only hook: receives the held-out image pool (see Capabilities.reads_heldout)."""
         raise BenchmarkError(f"method {self.name} does not read held-out images")

@@ -39,7 +39,8 @@ def bf16_native(device: torch.device) -> bool:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """"no" | "bf16" | "auto" -> "no" or "bf16" on this device (the resolved value is what a run records)."""
+    """"no" | "bf16" | "fp16" | "auto" -> what runs on this device ("auto": bf16 where native, else "no"); the
+    resolved value is what a run records."""
     if name == "auto":
         return "bf16" if bf16_native(device) else "no"
     return name
@@ -57,6 +58,16 @@ def random_flips(g: torch.Generator, *batches: torch.Tensor) -> tuple[torch.Tens
     if torch.rand(1, generator=g) < 0.5:
         batches = tuple(b.flip(-2) for b in batches)
     return batches
+
+
+def image_flips(g: torch.Generator, batch: torch.Tensor, p: float) -> torch.Tensor:
+    """Each image flipped horizontally and vertically on its own, each with probability p (torchvision's
+    RandomHorizontalFlip / RandomVerticalFlip applied per image, as the official CellFlux loader does)."""
+    n = batch.shape[0]
+    h = (torch.rand(n, generator=g) < p).view(-1, *([1] * (batch.dim() - 1)))
+    v = (torch.rand(n, generator=g) < p).view(-1, *([1] * (batch.dim() - 1)))
+    batch = torch.where(h, batch.flip(-1), batch)
+    return torch.where(v, batch.flip(-2), batch)
 
 
 def rng_state(g: torch.Generator, np_rng: np.random.Generator) -> dict[str, Any]:

@@ -28,6 +28,12 @@ DOWNLOAD = {
 }
 
 
+# (embedding width, treated perturbations) of the published data (shared/research/data_formats.md): BBBC021 26
+# in-distribution + 8 OOD compounds, 1024 Morgan bits; RxRx1 1,042 genes, gene2vec 200; cpg0000 296 compounds +
+# 296 sgRNAs + 155 ORFs, three tables zero-padded to the widest (1224)
+PUBLISHED_SHAPE = {"bbbc021": (1024, 34), "rxrx1": (200, 1042), "cpg0000": (1224, 747)}
+
+
 def store_dir(data_dir: Path, layout: str) -> Path:
     return Path(data_dir) / layout
 
@@ -46,8 +52,10 @@ def load_published(data_dir: Path, layout: str, task_name: str) -> TaskData:
 def published_tasks() -> list[Task]:
     def common(layout: str, name: str) -> dict:
         lay = LAYOUTS[layout]
+        emb_dim, n_pert = PUBLISHED_SHAPE[layout]
         return dict(version="1", layout=layout, channels=lay.channels, image_size=lay.image_size, control=lay.control,
-                    loader=partial(load_published, layout=layout, task_name=name))
+                    loader=partial(load_published, layout=layout, task_name=name), embedding_dim=emb_dim,
+                    n_perturbations=n_pert)
 
     bbbc = "BBBC021 single-cell crops, 96 px (IMPA's preprocessing)"
     return [

@@ -46,7 +46,8 @@ def synthetic_task(variant: str = "", size: str = "default", seed: int = 0) -> T
     suffix = f"-{variant}" if variant else ""
     sized = "" if size == "default" else f"-{size}"
     common = dict(version="1", dataset=f"simulated screen ({size}, seed {seed})", channels=CHANNELS,
-                  image_size=config.image_size, layout="synthetic", moa=True, loader=partial(load_screen, config=config))
+                  image_size=config.image_size, layout="synthetic", moa=True, loader=partial(load_screen, config=config),
+                  embedding_dim=1024, n_perturbations=len(config.compounds))  # Morgan bits (RDKit, r=2)
     if variant == "":
         return Task(name=f"synthetic{sized}", description="simulated chemical screen, same-batch controls", **common)
     if variant == "ood":

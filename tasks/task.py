@@ -45,6 +45,13 @@ class Task:
     layout: str = ""  # the on-disk layout `prepare` packs for this task (tasks/layouts.py)
     moa: bool = False  # ANNOT holds mechanisms of action: MoA accuracy is scored (Table 2a)
     eval_seed: int = 0
+    # declared shape of the published data, so networks can be sized before the data are there (`describe`)
+    embedding_dim: int = 0  # width of the perturbation embedding table
+    n_perturbations: int = 0  # treated perturbations in the dataset, held-out ones included
+
+    @property
+    def n_train_perturbations(self) -> int:
+        return self.n_perturbations - len(self.heldout)
 
     def spec(self) -> dict:
         d = asdict(self)

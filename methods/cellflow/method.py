@@ -31,8 +31,10 @@ from tqdm.auto import tqdm
 from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.method import Capabilities, GenerateRequest, Method, TrainData
-from methods.training import as_float, load_checkpoint, random_flips, resolve_device, resolve_precision, save_checkpoint
+from methods.training import (as_float, image_flips, load_checkpoint, random_flips, resolve_device, resolve_precision,
+                              save_checkpoint)
 
+from .adm import AdmUNet
 from .path import interpolate, ot_pairing, sample_time, target_velocity
 from .solver import GuidedField, integrate
 from .unet import UNet
@@ -41,15 +43,23 @@ from .unet import UNet
 @dataclass
 class CellFlowConfig:
     # velocity field
+    arch: Literal["compact", "adm"] = "compact"  # adm: the official CellFlux U-Net (adm.py)
     width: int = 32
     mults: tuple[int, ...] = (1, 2, 2, 2)  # four resolution stages
     blocks: int = 1
-    attention: bool = True
+    attention: bool = True  # compact: attention at the lowest resolution
+    attention_levels: tuple[int, ...] = (1,)  # adm: levels with attention (0 = full resolution), and the middle
+    heads: int = 1  # adm: attention heads
     dropout: float = 0.0
+    time_scale: float = 1000.0  # the sinusoidal time features see time_scale * t (official code: 1)
     # training (Algorithm 1)
     steps: int = 1200
+    epochs: float = 0.0  # > 0: passes over the treated training images (the official epoch), converted to steps
     batch_size: int = 32
+    optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = 1e-4
+    betas: tuple[float, ...] = (0.9, 0.999)
+    weight_decay: float = 0.0
     lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: warm-up, then decay to 0 at `steps`
     warmup_steps: int = 0
     coupling: Literal["random", "ot"] = "random"  # ot: minibatch OT within each plate (not in the paper)
@@ -59,9 +69,14 @@ class CellFlowConfig:
     noise_per: Literal["sample", "batch"] = "sample"  # paper: sample; official code: batch
     noise_blur: float = 0.0  # px; > 0: the augmentation noise is low-passed by a Gaussian of this sigma (not in the paper)
     p_drop: float = 0.2
-    time_sampling: Literal["uniform", "logit_normal"] = "uniform"
+    p_drop_per: Literal["sample", "batch"] = "sample"  # paper: sample; official code: batch
+    batch_group: int = 0  # per-batch decisions are made per group of this many samples (official: 32, one per GPU)
+    time_sampling: Literal["uniform", "logit_normal", "skewed"] = "uniform"  # skewed: the official code's
     ema_decay: float = 0.995
     flip_augment: bool = True
+    flip_p: float = 0.5
+    flip_per: Literal["batch", "image"] = "batch"  # image: each image flipped on its own (official: p 0.3)
+    dequantize: bool = False  # uniform noise on the 8-bit pixels before scaling (official code)
     checkpoint_every: int = 250
     # sampling
     alpha: float = 1.2  # CFG strength; 1 = no guidance
@@ -72,7 +87,8 @@ class CellFlowConfig:
     # ablations (Table 2c)
     condition: bool = True  # False: "w/o Condition"
     device: str = "auto"
-    mixed_precision: Literal["no", "bf16", "auto"] = "no"  # auto: bf16 where the device has it in hardware
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"  # auto: bf16 where the device has it in hardware;
+    # fp16 trains with a gradient scaler (the official code's)
 
 
 QUICK: dict[str, Any] = {"lr": 1e-3, "coupling": "ot", "solver": "midpoint", "noise_blur": 2.0}
@@ -102,6 +118,17 @@ PROFILES: dict[str, dict[str, Any]] = {
     # (steps here = 100 epochs of BBBC021's ~98k crops / 128), Euler; a GPU profile
     "paper": {"width": 128, "mults": (1, 2, 2, 2), "blocks": 2, "dropout": 0.1, "batch_size": 128, "steps": 76_200,
               "noise_std": 1.0, "ema_decay": 0.9999, "checkpoint_every": 2000, "nfe": 50, "mixed_precision": "bf16"},
+    # the official code (CellFlux 3256adc; shared/research/cellflux.md): the ADM U-Net of 56.2M parameters, AdamW 1e-4
+    # betas (0.9, 0.95) wd 0.01 constant, fp16 with a gradient scaler, 32 per GPU x 4 GPUs (per-batch decisions per
+    # group of 32, as each GPU makes its own), 200 epochs over the treated training images, skewed times, per-batch
+    # noise (p 0.5, sigma 1) and condition drop (0.2), dequantisation, per-image flips p 0.3, EMA 0.999; sampling from
+    # control + N(0, 1) by Heun on the 51-point EDM grid (100 evaluations), CFG 1.2. A GPU profile.
+    "official": {"arch": "adm", "width": 128, "mults": (2, 2, 2), "blocks": 4, "attention_levels": (1,), "heads": 1,
+                 "dropout": 0.3, "time_scale": 1.0, "optimizer": "adamw", "lr": 1e-4, "betas": (0.9, 0.95),
+                 "weight_decay": 0.01, "mixed_precision": "fp16", "batch_size": 128, "batch_group": 32, "epochs": 200,
+                 "time_sampling": "skewed", "p_noise": 0.5, "noise_std": 1.0, "noise_per": "batch", "p_drop": 0.2,
+                 "p_drop_per": "batch", "dequantize": True, "flip_p": 0.3, "flip_per": "image", "ema_decay": 0.999,
+                 "inference_noise": True, "solver": "edm_heun", "nfe": 100, "alpha": 1.2, "checkpoint_every": 2000},
     # Table 2c ablations, on top of quick
     "no-condition": {**QUICK, "condition": False, "alpha": 1.0},
     "no-cfg": {**QUICK, "alpha": 1.0, "p_drop": 0.0},
@@ -131,8 +158,8 @@ class CellFlow(Method):
 
     def __init__(self, config: CellFlowConfig | None = None) -> None:
         super().__init__(config)
-        self.model: UNet | None = None
-        self.ema: UNet | None = None
+        self.model: UNet | AdmUNet | None = None
+        self.ema: UNet | AdmUNet | None = None
         self.channels = 0
         self.cond_dim = 0
 
@@ -154,15 +181,28 @@ class CellFlow(Method):
         return resolve_precision(self.config.mixed_precision, self._device()) == "bf16"
 
     def _autocast(self) -> torch.autocast:
-        return torch.autocast(self._device().type, dtype=torch.bfloat16, enabled=self._bf16())
+        precision = resolve_precision(self.config.mixed_precision, self._device())
+        dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+        return torch.autocast(self._device().type, dtype=dtype, enabled=precision in ("bf16", "fp16"))
 
     def _build(self, channels: int, cond_dim: int) -> None:
         c = self.config
         self.channels, self.cond_dim = channels, cond_dim
-        self.model = UNet(channels, cond_dim, c.width, tuple(c.mults), c.blocks, c.attention, c.dropout)
+        if c.arch == "adm":
+            self.model = AdmUNet(channels, cond_dim, c.width, tuple(c.mults), c.blocks, tuple(c.attention_levels),
+                                 c.heads, c.dropout, c.time_scale)
+        else:
+            self.model = UNet(channels, cond_dim, c.width, tuple(c.mults), c.blocks, c.attention, c.dropout,
+                              c.time_scale)
         if self._bf16():  # oneDNN's and cuDNN's fast bf16 convolutions want NHWC (2 CPU cores, quick: 99 -> 114 img/s)
             self.model.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
+
+    def networks(self, channels: int, image_size: int, embedding_dim: int, n_perturbations: int) -> dict:
+        self._build(channels, embedding_dim)
+        example = (torch.zeros(1, channels, image_size, image_size), torch.full((1,), 0.5),
+                   torch.zeros(1, embedding_dim), torch.zeros(1, dtype=torch.bool))
+        return {"field": (self.model, example)}
 
     def augment(self, x0: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """Noise augmentation (section 3.4): x0 + noise_std * eps with probability p_noise.
@@ -179,22 +219,27 @@ class CellFlow(Method):
         if c.p_noise <= 0:
             return x0
         n = x0.shape[0]
-        if c.noise_per == "sample":
-            use = torch.rand(n, generator=g) < c.p_noise
-        else:
-            use = (torch.rand(1, generator=g) < c.p_noise).expand(n)
+        use = self.decide(c.p_noise, c.noise_per, n, g)
         eps = torch.randn(x0.shape, generator=g)
         if c.noise_blur > 0:
             eps = gaussian_blur(eps, 2 * math.ceil(3 * c.noise_blur) + 1, c.noise_blur)
             eps = eps / eps.std(dim=(1, 2, 3), keepdim=True)
         return x0 + c.noise_std * eps * use.view(-1, 1, 1, 1).to(x0)
 
+    def decide(self, p: float, per: str, n: int, g: torch.Generator) -> torch.Tensor:
+        """n booleans, each True with probability p: drawn per sample, or once per batch (per group of
+        `batch_group` samples where set: the official code decides once per GPU's batch of 32)."""
+        if per == "sample":
+            return torch.rand(n, generator=g) < p
+        group = self.config.batch_group or n
+        return (torch.rand(-(-n // group), generator=g) < p).repeat_interleave(group)[:n]
+
     def loss(self, x0: torch.Tensor, x1: torch.Tensor, emb: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """One Algorithm-1 loss on a batch (x0 controls, x1 targets, emb conditions)."""
         c = self.config
         n = x0.shape[0]
         x0 = self.augment(x0, g)
-        drop = torch.rand(n, generator=g) < c.p_drop if c.condition else torch.ones(n, dtype=torch.bool)
+        drop = self.decide(c.p_drop, c.p_drop_per, n, g) if c.condition else torch.ones(n, dtype=torch.bool)
         t = sample_time(n, c.time_sampling, g)
         dev = self._device()
         xt = interpolate(x0, x1, t).to(dev)
@@ -218,8 +263,14 @@ class CellFlow(Method):
         pos = torch.randint(len(treated), (n,), generator=g).numpy()
         pick = treated[pos]
         ctrl = data.paired_controls(pick, np_rng)
-        x1, x0 = as_float(images[pick]), as_float(images[ctrl])
-        if c.flip_augment:
+        x1, x0 = images[pick], images[ctrl]
+        if c.dequantize:  # 8-bit value u -> u + U[0, 1), scaled as as_float scales u (the official code's)
+            x1, x0 = [(x.float() + torch.rand(x.shape, generator=g)) / 127.5 - 1 for x in (x1, x0)]
+        else:
+            x1, x0 = as_float(x1), as_float(x0)
+        if c.flip_augment and c.flip_per == "image":
+            x0, x1 = image_flips(g, x0, c.flip_p), image_flips(g, x1, c.flip_p)
+        elif c.flip_augment:
             x0, x1 = random_flips(g, x0, x1)
         if c.coupling == "ot":
             x0 = x0[ot_pairing(x0, x1, data.obs["BATCH"].to_numpy()[pick])]
@@ -241,26 +292,35 @@ class CellFlow(Method):
         dev = self._device()
         self.model.to(dev)
         self.ema.to(dev)
-        opt = torch.optim.Adam(self.model.parameters(), lr=c.lr)
+        steps = self.total_steps(len(data.treated_rows))
+        if c.optimizer == "adamw":
+            opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
+        else:
+            opt = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
+        precision = resolve_precision(c.mixed_precision, dev)
+        scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
         if c.lr_schedule == "cosine":
-            lr_sched = get_cosine_schedule_with_warmup(opt, c.warmup_steps, c.steps)
+            lr_sched = get_cosine_schedule_with_warmup(opt, c.warmup_steps, steps)
         else:
             lr_sched = get_constant_schedule_with_warmup(opt, c.warmup_steps)
         g = torch.Generator().manual_seed(seed)
         np_rng = np.random.default_rng(seed)
         ckpt = Path(workdir) / "checkpoint.pt"
         parts = {"model": self.model, "ema": self.ema, "optimizer": opt, "lr_schedule": lr_sched}
+        if scaler.is_enabled():
+            parts["grad_scaler"] = scaler
         step, losses = load_checkpoint(ckpt, parts, "losses", g, np_rng, dev)
         t0, start = time.time(), step
-        bar = tqdm(total=c.steps, initial=step, desc="cellflow training", unit="step")
-        while step < c.steps:
+        bar = tqdm(total=steps, initial=step, desc="cellflow training", unit="step")
+        while step < steps:
             self.model.train()
             x0, x1, pos = self.draw_pairs(data, images, g, np_rng)
             emb = emb_table[torch.from_numpy(target_pert[pos])]
             loss = self.loss(x0, x1, emb, g)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             lr_sched.step()
             with torch.no_grad():
                 decay = ema_decay(c.ema_decay, step)
@@ -271,7 +331,7 @@ class CellFlow(Method):
             bar.update()
             if step % 25 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-25:]):.4f}")
-            if step % c.checkpoint_every == 0 or step == c.steps:
+            if step % c.checkpoint_every == 0 or step == steps:
                 save_checkpoint(ckpt, parts, step, ("losses", losses), g, np_rng)
         bar.close()
         elapsed = time.time() - t0
@@ -279,7 +339,14 @@ class CellFlow(Method):
         return {"steps": step, "resumed_from": start, "loss_first_50": float(np.mean(losses[:50])), "loss_last_50": float(np.mean(losses[-50:])),
                 "train_images_per_s": round(done * c.batch_size / elapsed, 2) if done else None,
                 "parameters": sum(p.numel() for p in self.model.parameters()), "device": str(dev),
-                "precision": resolve_precision(c.mixed_precision, dev)}
+                "precision": precision, "epochs": round(steps * c.batch_size / len(data.treated_rows), 3),
+                "treated_training_images": len(data.treated_rows)}
+
+    def total_steps(self, n_treated: int) -> int:
+        """`steps`, or `epochs` passes over the treated training images in full batches (the official loader
+        iterates over treated images, with drop_last)."""
+        c = self.config
+        return c.steps if c.epochs <= 0 else max(1, round(c.epochs * (n_treated // c.batch_size)))
 
     def field(self, emb: torch.Tensor, alpha: float | None = None) -> GuidedField:
         net = self.ema if self.config.use_ema else self.model

@@ -18,12 +18,18 @@ def target_velocity(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
     return x1 - x0
 
 
+SKEWED_LOC, SKEWED_SCALE = 1.2, 1.2  # the official code's "skewed" times: sigmoid(N(1.2, 1.2^2)), mean 0.719
+
+
 def sample_time(n: int, how: str, generator: torch.Generator) -> torch.Tensor:
-    """t ~ U[0, 1] (the paper), or logit-normal, which favours mid-path times."""
+    """t ~ U[0, 1] (the paper); logit-normal, which favours mid-path times; or the official code's "skewed"
+    sigmoid(N(1.2, 1.44)), which favours late times (clipped below at 1e-4 as there)."""
     if how == "uniform":
         return torch.rand(n, generator=generator)
     if how == "logit_normal":
         return torch.sigmoid(torch.randn(n, generator=generator))
+    if how == "skewed":
+        return torch.sigmoid(SKEWED_LOC + SKEWED_SCALE * torch.randn(n, generator=generator)).clamp(min=1e-4)
     raise ValueError(f"unknown time sampling {how!r}")
 
 

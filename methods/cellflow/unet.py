@@ -18,14 +18,14 @@ from torch.nn import functional as F
 class FourierTime(nn.Module):
     """Sinusoidal features of t in [0, 1] followed by an MLP."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, scale: float = 1000.0) -> None:
         super().__init__()
-        self.half = dim // 2
+        self.half, self.scale = dim // 2, scale
         self.mlp = nn.Sequential(nn.Linear(2 * self.half, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         freqs = torch.exp(-math.log(10_000.0) * torch.arange(self.half, device=t.device, dtype=torch.float32) / self.half)
-        arg = 1000.0 * t.float()[:, None] * freqs[None]
+        arg = self.scale * t.float()[:, None] * freqs[None]
         return self.mlp(torch.cat([arg.sin(), arg.cos()], dim=1))
 
 
@@ -82,10 +82,10 @@ class UNet(nn.Module):
     """len(mults) resolution stages; each stage halves (down) / doubles (up) the resolution."""
 
     def __init__(self, channels: int, cond_in: int, width: int = 32, mults: tuple[int, ...] = (1, 2, 2, 2),
-                 blocks: int = 1, attention_lowest: bool = True, dropout: float = 0.0) -> None:
+                 blocks: int = 1, attention_lowest: bool = True, dropout: float = 0.0, time_scale: float = 1000.0) -> None:
         super().__init__()
         cond_dim = 4 * width
-        self.time = FourierTime(cond_dim)
+        self.time = FourierTime(cond_dim, time_scale)
         self.cond = ConditionEncoder(cond_in, cond_dim)
         self.stem = nn.Conv2d(channels, width, 3, padding=1)
         chs = [width * m for m in mults]

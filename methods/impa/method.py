@@ -92,6 +92,15 @@ class IMPA(Method):
         })
         kaiming_init(self.nets)
 
+    def networks(self, channels: int, image_size: int, embedding_dim: int, n_perturbations: int) -> dict:
+        c = self.config
+        self._build(channels, image_size, embedding_dim, n_perturbations)
+        x = torch.zeros(1, channels, image_size, image_size)
+        return {"generator": (self.nets["generator"], (x, torch.zeros(1, c.style_dim))),
+                "style_encoder": (self.nets["style_encoder"], (x,)),
+                "mapping": (self.nets["mapping"], (torch.zeros(1, embedding_dim), torch.zeros(1, c.z_dim))),
+                "discriminator": (self.nets["discriminator"], (x, torch.zeros(1, dtype=torch.long)))}
+
     def lambda_ds(self, step: int) -> float:
         c = self.config
         return max(0.0, c.lambda_ds * (1 - step / c.ds_iter)) if c.ds_iter > 0 else 0.0

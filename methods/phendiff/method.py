@@ -109,6 +109,14 @@ class PhenDiff(Method):
         self.ema = EMAModel(self.model.parameters(), decay=c.ema_max_decay, use_ema_warmup=True,
                             inv_gamma=c.ema_inv_gamma, power=c.ema_power)
 
+    def networks(self, channels: int, image_size: int, embedding_dim: int, n_perturbations: int) -> dict:
+        self._build(channels, image_size, embedding_dim)
+        example = (torch.zeros(1, channels, image_size, image_size), torch.zeros(1, dtype=torch.long),
+                   torch.zeros(1, embedding_dim), torch.zeros(1, dtype=torch.long))
+        # the U-Net alone as well: the published one differs from ours only in its class table
+        return {"denoiser": (self.model, example),
+                "unet": (self.model.unet, (example[0], example[1], self.model.classes(example[2], example[3])))}
+
     def loss(self, x0: torch.Tensor, emb: torch.Tensor, kind: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """v-prediction MSE at uniformly drawn training timesteps."""
         sched, dev = self.scheduler(), self._device()

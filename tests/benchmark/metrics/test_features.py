@@ -6,7 +6,7 @@ import torch
 import torch_fidelity
 
 from benchmark.errors import BenchmarkError
-from benchmark.metrics.channels import get_rule
+from benchmark.metrics.channels import get_rule, rxrx1_rgb
 from benchmark.metrics.distances import fid, kid
 from benchmark.metrics.features import EXTRACTORS, ExtractorContext, Morphology
 
@@ -134,5 +134,16 @@ def test_channel_rules():
     with pytest.raises(BenchmarkError, match="'rgb' needs 3 channels, images have 5"):
         get_rule("rgb").views(x)
     six = np.zeros((1, 2, 2, 6), np.uint8)
-    six[..., 0] = 200  # channel 0 -> blue at weight 0.5
-    assert get_rule("rgbmix").views(six)[0][1][0, 0, 0].tolist() == [0, 0, 100]
+    six[..., 0] = 200  # stain 1 -> blue at weight 1, less the offset of half the range: 200 - 127.5
+    assert get_rule("rgbmix").views(six)[0][1][0, 0, 0].tolist() == [0, 0, 72]
+    assert get_rule("rgbmix").views(np.full((1, 1, 1, 6), 255, np.uint8))[0][1].ravel().tolist() == [255] * 3
+
+
+def test_the_rxrx1_rule_is_cellflux_colour_mix_in_its_own_value_range():
+    """CellFlux mixes in [-1, 1]: v = 2u - 1, RGB = clamp(W^T v, -1, 1), shown as (RGB + 1) / 2."""
+    w = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]])
+    u = np.random.default_rng(1).random((50, 6))
+    official = (np.clip((2 * u - 1) @ w, -1, 1) + 1) / 2
+    assert np.allclose(rxrx1_rgb(u), official, atol=1e-6)
+    assert np.allclose(rxrx1_rgb(np.full(6, 0.5)), 0.5) and np.allclose(rxrx1_rgb(np.ones(6)), 1.0)
+    assert np.allclose(rxrx1_rgb(np.zeros(6)), 0.0)

@@ -1,0 +1,85 @@
+"""CellFlow's `official` profile: the official CellFlux field, training options and sampler, checked by numbers."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate as quad
+from scipy.special import expit
+from scipy.stats import norm
+
+from benchmark.cli import main
+from benchmark.describe import describe
+from methods.cellflow import CellFlow, CellFlowConfig
+from methods.cellflow.method import PROFILES
+from methods.cellflow.path import sample_time
+from methods.cellflow.solver import GuidedField, edm_grid, integrate
+
+
+def test_the_official_field_has_the_official_parameter_count_and_flops():
+    d = describe("cellflow", "bbbc021", "official")
+    field = d["networks"]["field"]
+    assert field["parameters"] == 56_201_219  # models/unet.py, config "bbbc021", at 3 channels and condition_dim 1024
+    assert 400 < field["gflop_per_forward"] < 415  # about 407 GFLOP per image at 96 px
+    assert d["config"]["arch"] == "adm" and d["task"]["embedding_dim"] == 1024
+
+
+def test_describe_counts_the_published_impa_and_phendiff_networks():
+    impa = describe("impa", "bbbc021-ood", "paper")["networks"]  # 34 compounds less the 8 held out: 26 heads
+    assert {k: v["parameters"] for k, v in impa.items()} == {
+        "generator": 24_318_595, "style_encoder": 14_329_472, "mapping": 66_624, "discriminator": 14_309_978}
+    assert impa["discriminator"]["parameters"] - 26 * 513 == 14_296_640  # trunk + one 513-parameter head each
+    phendiff = describe("phendiff", "bbbc021", "paper")["networks"]
+    assert phendiff["unet"]["parameters"] == 62_826_243 - 2 * 512  # the published U-Net less its 2-class table
+
+
+def test_skewed_times_have_the_official_mean():
+    """E[sigmoid(N(1.2, 1.2^2))] by quadrature, against 200k draws of the sampler."""
+    expected, _ = quad.quad(lambda z: expit(1.2 + 1.2 * z) * norm.pdf(z), -12, 12)
+    t = sample_time(200_000, "skewed", torch.Generator().manual_seed(0))
+    assert abs(t.mean().item() - expected) < 0.01 and 0.715 < expected < 0.725  # 0.719 (the audit said ~0.73)
+    assert t.min().item() >= 1e-4 and t.max().item() <= 1.0
+
+
+def test_the_edm_heun_sampler_makes_100_field_evaluations_on_the_51_point_grid():
+    grid = edm_grid(50)
+    assert len(grid) == 51 and abs(grid[0].item() - (1 - 80 / 81)) < 1e-6 and grid[-1].item() == 1.0
+    assert torch.all(grid[1:] > grid[:-1])
+    field = GuidedField(lambda x, t, e, drop: -x, torch.zeros(2, 4), alpha=1.0)
+    x1, _ = integrate(field, torch.ones(2, 3), "edm_heun", nfe=100)
+    assert field.nfe == 100
+    # dx/dt = -x from t0 = 1 - 80/81 to 1: Heun on this grid is accurate to 1e-4
+    assert torch.allclose(x1, torch.full((2, 3), float(np.exp(-(1 - grid[0].item())))), atol=1e-4)
+
+
+def test_epochs_convert_to_steps_as_the_official_loader_counts_them():
+    m = CellFlow(CellFlowConfig(epochs=200, batch_size=128))
+    assert m.total_steps(1000) == 200 * (1000 // 128)  # full batches of treated images (drop_last)
+    assert CellFlow(CellFlowConfig(steps=7)).total_steps(1000) == 7
+
+
+def test_per_batch_decisions_are_made_per_group_of_the_official_per_gpu_batch():
+    m = CellFlow(CellFlowConfig(batch_group=32))
+    for seed in range(5):
+        use = m.decide(0.5, "batch", 128, torch.Generator().manual_seed(seed)).view(4, 32)
+        assert (use == use[:, :1]).all()  # one decision per group of 32
+    groups = torch.stack([m.decide(0.5, "batch", 128, torch.Generator().manual_seed(s)).view(4, 32)[:, 0]
+                          for s in range(200)]).float()
+    assert 0.4 < groups.mean() < 0.6 and (groups.std(0) > 0).all()  # groups vary independently of each other
+
+
+def test_the_official_profile_runs_end_to_end_on_the_tiny_screen(tmp_path, data_dir, tiny_data):
+    tiny = ["--set", "epochs=0", "--set", "steps=2", "--set", "width=32", "--set", "mults=1,1", "--set", "blocks=1",
+            "--set", "batch_size=4", "--set", "batch_group=2", "--set", "nfe=4"]
+    assert main(["run", "--method", "cellflow", "--task", "synthetic-tiny", "--profile", "official", "--out",
+                 str(tmp_path), "--data-dir", str(data_dir), "--features", "tiny", *tiny]) == 0
+    (run,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    import json
+
+    man = json.loads((run / "manifest.json").read_text())
+    assert man["profile"] == "official" and man["fit"]["precision"] == "fp16" and man["fit"]["steps"] == 2
+    assert man["config"]["solver"] == "edm_heun" and man["config"]["time_sampling"] == "skewed"
+
+
+@pytest.mark.parametrize("profile", ["quick", "paper"])
+def test_the_other_profiles_keep_the_compact_field(profile):
+    assert PROFILES[profile].get("arch", "compact") == "compact"
