@@ -38,7 +38,10 @@ class IMPAConfig:
     style_dim: int = 64
     z_dim: int = 16  # BBBC021 at 96 px
     steps: int = 1500
+    epochs: float = 0.0  # > 0: passes over the training controls (the official epoch), converted to steps
     batch_size: int = 16
+    pairing: Literal["same-batch", "any-batch"] = "same-batch"  # any-batch: a uniform control with a uniform
+    # treated image from any batch (the official loader iterates over controls this way)
     lr: float = 1e-4
     betas: tuple[float, ...] = (0.0, 0.99)
     weight_decay: float = 1e-4
@@ -51,6 +54,7 @@ class IMPAConfig:
     checkpoint_every: int = 250
     # inference: z = mean of n_z draws (the paper's protocol, ~0), or their `z_quantile` quantile
     inference_z: Literal["mean", "quantile"] = "mean"
+    inference_z_per: Literal["call", "image"] = "call"  # image: its own n_z draws per image (official code)
     n_z: int = 100
     z_quantile: float = 0.75
     device: str = "auto"
@@ -62,6 +66,11 @@ PROFILES: dict[str, dict[str, Any]] = {
     # as published for BBBC021 at 96 px (GPU)
     "paper": {"dim_in": 64, "max_conv_dim": 512, "batch_size": 32, "steps": 100_000, "ds_iter": 100_000,
               "checkpoint_every": 2000},
+    # the official code (theislab/IMPA 13eb82f, config bbbc021_six; shared/research/impa_phendiff.md): the paper's
+    # networks and optimiser, 200 epochs over the controls, each control with a treated image from any batch, and
+    # inference z the mean of 100 draws per image
+    "official": {"dim_in": 64, "max_conv_dim": 512, "batch_size": 32, "epochs": 200, "ds_iter": 100_000,
+                 "pairing": "any-batch", "inference_z_per": "image", "checkpoint_every": 2000},
 }
 
 
@@ -160,12 +169,17 @@ class IMPA(Method):
         parts = {"nets": self.nets, "opt_g": opt_g, "opt_d": opt_d}
         step, history = load_checkpoint(ckpt, parts, "history", g, np_rng, dev)
         t0, start = time.time(), step
-        bar = tqdm(total=c.steps, initial=step, desc="impa training", unit="step")
-        while step < c.steps:
+        steps = self.total_steps(len(data.control_rows))
+        bar = tqdm(total=steps, initial=step, desc="impa training", unit="step")
+        while step < steps:
             self.nets.train()
             pos = torch.randint(len(treated), (c.batch_size,), generator=g)
             pick = treated[pos.numpy()]
-            x_trt, x_ctrl = as_float(images[pick]), as_float(images[data.paired_controls(pick, np_rng)])
+            if c.pairing == "any-batch":
+                ctrl = data.control_rows[torch.randint(len(data.control_rows), (c.batch_size,), generator=g).numpy()]
+            else:
+                ctrl = data.paired_controls(pick, np_rng)
+            x_trt, x_ctrl = as_float(images[pick]), as_float(images[ctrl])
             if c.flip_augment:
                 x_ctrl, x_trt = random_flips(g, x_ctrl, x_trt)
             y = labels[pos]
@@ -186,7 +200,7 @@ class IMPA(Method):
             if step % 25 == 0:
                 h = np.mean(history[-25:], axis=0)
                 bar.set_postfix(d=f"{h[0]:.3f}", g=f"{h[1]:.3f}", cyc=f"{h[2]:.3f}")
-            if step % c.checkpoint_every == 0 or step == c.steps:
+            if step % c.checkpoint_every == 0 or step == steps:
                 save_checkpoint(ckpt, parts, step, ("history", history), g, np_rng, lambda_ds=self.lambda_ds(step))
         bar.close()
         elapsed, done = time.time() - t0, step - start
@@ -195,20 +209,30 @@ class IMPA(Method):
                 "cycle_first_50": float(h[:50, 2].mean()), "cycle_last_50": float(h[-50:, 2].mean()),
                 "lambda_ds_final": self.lambda_ds(step),
                 "train_images_per_s": round(done * c.batch_size / elapsed, 2) if done else None,
-                "parameters": {k: sum(p.numel() for p in self.nets[k].parameters()) for k in NETS}, "device": str(dev)}
+                "parameters": {k: sum(p.numel() for p in self.nets[k].parameters()) for k in NETS}, "device": str(dev),
+                "epochs": round(step * c.batch_size / max(1, len(data.control_rows)), 3),
+                "training_controls": len(data.control_rows)}
 
-    def inference_z(self, seed: int) -> torch.Tensor:
-        """The paper's protocol: summarise n_z standard-normal draws (mean, or a quantile) into one z."""
+    def total_steps(self, n_controls: int) -> int:
+        """`steps`, or `epochs` passes over the training controls in full batches (the official epoch)."""
         c = self.config
-        draws = torch.randn(c.n_z, c.z_dim, generator=torch.Generator().manual_seed(seed))
-        return draws.mean(0) if c.inference_z == "mean" else draws.quantile(c.z_quantile, dim=0)
+        return c.steps if c.epochs <= 0 else max(1, round(c.epochs * (n_controls // c.batch_size)))
+
+    def inference_z(self, seed: int, n: int = 1) -> torch.Tensor:
+        """The paper's protocol: summarise n_z standard-normal draws (mean, or a quantile) into one z, shared by
+        the `n` images of a call or drawn for each of them (`inference_z_per`); (n, z_dim)."""
+        c = self.config
+        per_image = c.inference_z_per == "image"
+        draws = torch.randn(n if per_image else 1, c.n_z, c.z_dim, generator=torch.Generator().manual_seed(seed))
+        z = draws.mean(1) if c.inference_z == "mean" else draws.quantile(c.z_quantile, dim=1)
+        return z if per_image else z.expand(n, -1)
 
     @torch.no_grad()
     def generate(self, request: GenerateRequest, *, seed: int) -> torch.Tensor:
         self.nets.eval()
         dev = self._device()
         n = len(request.perturbations)
-        z = self.inference_z(seed).expand(n, -1).to(dev)
+        z = self.inference_z(seed, n).to(dev)
         s = self.nets["mapping"](request.embeddings.float().to(dev), z)
         return self.nets["generator"](request.controls.to(dev), s).cpu()
 

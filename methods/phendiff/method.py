@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.method import Capabilities, GenerateRequest, Method, TrainData
-from methods.training import as_float, load_checkpoint, random_flips, resolve_device, save_checkpoint
+from methods.training import as_float, load_checkpoint, random_flips, resolve_device, resolve_precision, save_checkpoint
 
 from .model import CONTROL, NULL, PERTURBATION, Denoiser
 
@@ -55,7 +55,10 @@ class PhenDiffConfig:
     ema_max_decay: float = 0.9999
     ema_inv_gamma: float = 1.0
     ema_power: float = 0.75
-    p_uncond: float = 0.1  # per sample (the published code decides per batch)
+    p_uncond: float = 0.1
+    p_uncond_per: Literal["sample", "batch"] = "sample"  # the published code decides per batch
+    null_condition: Literal["learned", "zero"] = "learned"  # published: zero class embedding
+    resize: int = 0  # > 0: train and translate at this size (bilinear), outputs resized back (published: 128)
     flip_augment: bool = True
     checkpoint_every: int = 250
     # translation
@@ -64,7 +67,7 @@ class PhenDiffConfig:
     guidance: float = 1.0  # 1 = no classifier-free guidance, as published
     use_ema: bool = True
     device: str = "auto"
-    mixed_precision: Literal["no", "bf16"] = "no"
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"  # fp16 with a gradient scaler (published)
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -73,6 +76,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     # as published (GPU): 30k steps, 100 + 100 steps; bf16 where the published code used fp16
     "paper": {"widths": (128, 256, 512), "layers_per_block": 2, "norm_num_groups": 32, "steps": 30_000,
               "checkpoint_every": 2000, "mixed_precision": "bf16"},
+    # the official code (thethomasboyer/PhenDiff b060a15; shared/research/impa_phendiff.md): the paper's U-Net, 96 per
+    # GPU x 8 GPUs = 768 a step at lr 1e-4 x sqrt(8), fp16, images resized to 128 px, unconditional passes decided
+    # per batch with a zero class embedding
+    "official": {"widths": (128, 256, 512), "layers_per_block": 2, "norm_num_groups": 32, "steps": 30_000,
+                 "batch_size": 768, "lr": 1e-4 * 8 ** 0.5, "mixed_precision": "fp16", "resize": 128,
+                 "p_uncond_per": "batch", "null_condition": "zero", "checkpoint_every": 2000},
 }
 
 
@@ -101,17 +110,30 @@ class PhenDiff(Method):
     def _device(self) -> torch.device:
         return resolve_device(self.config.device)
 
+    def _autocast(self) -> torch.autocast:
+        precision = resolve_precision(self.config.mixed_precision, self._device())
+        dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+        return torch.autocast(self._device().type, dtype=dtype, enabled=precision in ("bf16", "fp16"))
+
+    def _resized(self, x: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """x at the working size (`resize`), or back at `size`; bilinear, antialiased when shrinking."""
+        size = size or self.config.resize
+        if not size or x.shape[-1] == size:
+            return x
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
     def _build(self, channels: int, size: int, cond_dim: int) -> None:
         c = self.config
         self.shape = (channels, size, cond_dim)
         self.model = Denoiser(channels, cond_dim, tuple(c.widths), c.layers_per_block, c.attention_head_dim,
-                              c.norm_num_groups, size)
+                              c.norm_num_groups, size, c.null_condition == "zero")
         self.ema = EMAModel(self.model.parameters(), decay=c.ema_max_decay, use_ema_warmup=True,
                             inv_gamma=c.ema_inv_gamma, power=c.ema_power)
 
     def networks(self, channels: int, image_size: int, embedding_dim: int, n_perturbations: int) -> dict:
-        self._build(channels, image_size, embedding_dim)
-        example = (torch.zeros(1, channels, image_size, image_size), torch.zeros(1, dtype=torch.long),
+        size = self.config.resize or image_size  # the size it trains and translates at
+        self._build(channels, size, embedding_dim)
+        example = (torch.zeros(1, channels, size, size), torch.zeros(1, dtype=torch.long),
                    torch.zeros(1, embedding_dim), torch.zeros(1, dtype=torch.long))
         # the U-Net alone as well: the published one differs from ours only in its class table
         return {"denoiser": (self.model, example),
@@ -124,7 +146,7 @@ class PhenDiff(Method):
         t = torch.randint(self.config.train_timesteps, (x0.shape[0],), generator=g)
         xt = sched.add_noise(x0, noise, t)
         target = sched.get_velocity(x0, noise, t)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.config.mixed_precision == "bf16"):
+        with self._autocast():
             v = self.model(xt.to(dev), t.to(dev), emb.to(dev), kind.to(dev))
         return F.mse_loss(v.float(), target.to(dev))
 
@@ -142,33 +164,43 @@ class PhenDiff(Method):
         images = torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # initial weights depend on the run seed only
-            self._build(images.shape[1], images.shape[-1], emb_table.shape[1])
+            self._build(images.shape[1], c.resize or images.shape[-1], emb_table.shape[1])
         dev = self._device()
         self.model.to(dev)
         self.ema.to(dev)
         opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, betas=tuple(c.adam_betas),
                                 weight_decay=c.weight_decay, eps=1e-8)
         lr_sched = get_cosine_schedule_with_warmup(opt, c.warmup_steps, c.steps)
+        precision = resolve_precision(c.mixed_precision, dev)
+        scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
         g = torch.Generator().manual_seed(seed)
         np_rng = np.random.default_rng(seed)
         ckpt = Path(workdir) / "checkpoint.pt"
         parts = {"model": self.model, "ema": self.ema, "optimizer": opt, "lr_schedule": lr_sched}
+        if scaler.is_enabled():
+            parts["grad_scaler"] = scaler
         step, losses = load_checkpoint(ckpt, parts, "losses", g, np_rng, dev)
         t0, start = time.time(), step
         bar = tqdm(total=c.steps, initial=step, desc="phendiff training", unit="step")
         while step < c.steps:
             self.model.train()
             pick = torch.randint(len(images), (c.batch_size,), generator=g)
-            x0 = as_float(images[pick])
+            x0 = self._resized(as_float(images[pick]))
             if c.flip_augment:
                 (x0,) = random_flips(g, x0)
             kind = row_kind[pick].clone()
-            kind[torch.rand(len(pick), generator=g) < c.p_uncond] = NULL
+            if c.p_uncond_per == "batch":
+                if torch.rand(1, generator=g) < c.p_uncond:
+                    kind[:] = NULL
+            else:
+                kind[torch.rand(len(pick), generator=g) < c.p_uncond] = NULL
             loss = self.loss(x0, emb_table[row_pert[pick]], kind, g)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             lr_sched.step()
             self.ema.step(self.model.parameters())
             step += 1
@@ -183,12 +215,14 @@ class PhenDiff(Method):
         done = step - start
         return {"steps": step, "resumed_from": start, "loss_first_50": float(np.mean(losses[:50])), "loss_last_50": float(np.mean(losses[-50:])),
                 "train_images_per_s": round(done * c.batch_size / elapsed, 2) if done else None,
-                "parameters": sum(p.numel() for p in self.model.parameters()), "device": str(dev)}
+                "parameters": sum(p.numel() for p in self.model.parameters()), "device": str(dev),
+                "precision": precision}
 
     def _net(self) -> Denoiser:
         """The EMA weights (or the raw ones) in a copy, leaving the training state alone."""
         net = Denoiser(self.shape[0], self.shape[2], tuple(self.config.widths), self.config.layers_per_block,
-                       self.config.attention_head_dim, self.config.norm_num_groups, self.shape[1])
+                       self.config.attention_head_dim, self.config.norm_num_groups, self.shape[1],
+                       self.config.null_condition == "zero")
         net.load_state_dict(self.model.state_dict())
         if self.config.use_ema:
             self.ema.copy_to(net.parameters())
@@ -230,8 +264,10 @@ class PhenDiff(Method):
     def generate(self, request: GenerateRequest, *, seed: int) -> torch.Tensor:
         n = len(request.perturbations)
         emb = request.embeddings.float()
-        latent = self.invert(request.controls, emb, torch.full((n,), CONTROL))
-        return self.regenerate(latent, emb, torch.full((n,), PERTURBATION)).cpu()
+        size = request.controls.shape[-1]
+        latent = self.invert(self._resized(request.controls), emb, torch.full((n,), CONTROL))
+        out = self.regenerate(latent, emb, torch.full((n,), PERTURBATION))
+        return self._resized(out, size).clamp(-1, 1).cpu()
 
     def save(self, path: Path) -> None:
         io.write_torch(Path(path) / "phendiff.pt", {"model": self.model.state_dict(), "ema": self.ema.state_dict(),

@@ -19,23 +19,28 @@ PERTURBATION, CONTROL, NULL = 0, 1, 2  # condition kinds
 
 
 class ClassEncoder(nn.Module):
-    def __init__(self, in_dim: int, dim: int) -> None:
+    """Perturbation embedding -> class embedding; the control a learned vector; the null condition a learned
+    vector, or zero (`zero_null`, as the published code's unconditional passes have no class embedding)."""
+
+    def __init__(self, in_dim: int, dim: int, zero_null: bool = False) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(in_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.control = nn.Parameter(torch.zeros(dim))
-        self.null = nn.Parameter(torch.zeros(dim))
+        self.null = nn.Parameter(torch.zeros(dim), requires_grad=not zero_null)
+        self.zero_null = zero_null
 
     def forward(self, emb: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
         c = self.mlp(emb.float())
         c = torch.where((kind == CONTROL)[:, None], self.control.expand_as(c), c)
-        return torch.where((kind == NULL)[:, None], self.null.expand_as(c), c)
+        null = torch.zeros_like(c) if self.zero_null else self.null.expand_as(c)
+        return torch.where((kind == NULL)[:, None], null, c)
 
 
 class Denoiser(nn.Module):
     """v(x_t, t, condition) with the published block layout: Down..., AttnDown / AttnUp, Up..."""
 
     def __init__(self, channels: int, cond_in: int, widths: tuple[int, ...], layers_per_block: int,
-                 attention_head_dim: int, norm_num_groups: int, image_size: int) -> None:
+                 attention_head_dim: int, norm_num_groups: int, image_size: int, zero_null: bool = False) -> None:
         super().__init__()
         n = len(widths)
         self.unet = UNet2DModel(
@@ -47,7 +52,7 @@ class Denoiser(nn.Module):
             time_embedding_type="positional", flip_sin_to_cos=True, freq_shift=0,
             class_embed_type="identity",
         )
-        self.classes = ClassEncoder(cond_in, 4 * widths[0])
+        self.classes = ClassEncoder(cond_in, 4 * widths[0], zero_null)
         self.factor = 2 ** (n - 1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:

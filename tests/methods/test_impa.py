@@ -104,3 +104,19 @@ def test_save_load_round_trip(fitted, make_request, tmp_path):
     other.load(tmp_path)
     req = make_request(["taxol", "etoposide"])
     assert torch.equal(m.generate(req, seed=0), other.generate(req, seed=0))
+
+
+def test_official_inference_z_is_drawn_per_image():
+    z = IMPA(IMPAConfig(z_dim=16, inference_z_per="image")).inference_z(seed=0, n=3)
+    draws = torch.randn(3, 100, 16, generator=torch.Generator().manual_seed(0))
+    assert z.shape == (3, 16) and torch.allclose(z, draws.mean(1)) and not torch.allclose(z[0], z[1])
+    shared = IMPA(IMPAConfig(z_dim=16)).inference_z(seed=0, n=3)
+    assert torch.equal(shared[0], shared[2])
+
+
+def test_official_epochs_count_passes_over_the_controls_and_any_batch_pairing_trains(train_data, tmp_path):
+    assert IMPA(IMPAConfig(epochs=200, batch_size=32)).total_steps(1000) == 200 * (1000 // 32)
+    m = IMPA(IMPAConfig(epochs=0.5, pairing="any-batch", inference_z_per="image", **SMALL))
+    summary = m.fit(train_data, seed=0, workdir=tmp_path)
+    n_ctrl = len(train_data.control_rows)
+    assert summary["steps"] == round(0.5 * (n_ctrl // SMALL["batch_size"])) and summary["training_controls"] == n_ctrl

@@ -120,3 +120,33 @@ def test_save_load_round_trip(fitted, make_request, tmp_path):
     other.load(tmp_path)
     req = make_request(["taxol", "etoposide"])
     assert torch.equal(m.generate(req, seed=0), other.generate(req, seed=0))
+
+
+def test_the_official_null_condition_is_a_zero_class_embedding():
+    from methods.phendiff.model import ClassEncoder
+
+    enc = ClassEncoder(4, 8, zero_null=True)
+    with torch.no_grad():
+        enc.null.fill_(1.0)  # ignored: the published null is no class embedding at all
+    c = enc(torch.randn(3, 4), torch.tensor([PERTURBATION, CONTROL, NULL]))
+    assert torch.equal(c[2], torch.zeros(8)) and c[0].abs().sum() > 0 and not enc.null.requires_grad
+    assert ClassEncoder(4, 8)(torch.randn(1, 4), torch.tensor([NULL])).abs().sum() == 0  # learned, zero at init
+
+
+def test_official_options_train_at_the_resized_size_and_translate_back(train_data, make_request, tmp_path, monkeypatch):
+    seen, uncond = [], []
+    m = PhenDiff(PhenDiffConfig(steps=3, resize=48, mixed_precision="fp16", p_uncond=0.5, p_uncond_per="batch",
+                                null_condition="zero", **{**SMALL, "inversion_steps": 2, "generation_steps": 2}))
+    real_loss = m.loss
+
+    def spy(x0, emb, kind, g):
+        seen.append(tuple(x0.shape[-2:]))
+        uncond.append(set((kind == NULL).tolist()))
+        return real_loss(x0, emb, kind, g)
+
+    monkeypatch.setattr(m, "loss", spy)
+    summary = m.fit(train_data, seed=0, workdir=tmp_path)
+    assert seen == [(48, 48)] * 3 and summary["precision"] == "fp16"
+    assert all(len(u) == 1 for u in uncond)  # the whole batch is unconditional, or none of it
+    out = m.generate(make_request(["taxol"] * 2), seed=0)
+    assert out.shape == (2, 3, 32, 32) and out.abs().max() <= 1
