@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from benchmark import io
+from benchmark.errors import BenchmarkError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,6 +69,28 @@ def image_flips(g: torch.Generator, batch: torch.Tensor, p: float) -> torch.Tens
     v = (torch.rand(n, generator=g) < p).view(-1, *([1] * (batch.dim() - 1)))
     batch = torch.where(h, batch.flip(-1), batch)
     return torch.where(v, batch.flip(-2), batch)
+
+
+def batch_record(batch_size: int, grad_accum: int, devices: int = 1) -> dict[str, int]:
+    """What a run records of its batch: devices x per-device batch x accumulation = the effective batch (the images
+    one optimiser step sees, which the results depend on)."""
+    if grad_accum < 1 or batch_size % (devices * grad_accum):
+        raise BenchmarkError(f"batch_size={batch_size} does not split into {devices} device(s) x grad_accum={grad_accum}"
+                             " equal parts")
+    return {"devices": devices, "per_device": batch_size // (devices * grad_accum), "accumulation": grad_accum,
+            "effective": batch_size}
+
+
+def accumulate(loss_fn: Any, inputs: tuple[torch.Tensor, ...], chunks: int, scaler: torch.amp.GradScaler) -> torch.Tensor:
+    """Backward of `loss_fn` over a batch in `chunks` equal parts (split along the first axis of every input),
+    gradients summed: each part's mean loss is divided by `chunks`, so the gradient is that of the batch mean while
+    only a part is in memory at once. Returns the batch's loss, detached."""
+    total = torch.zeros(())
+    for part in zip(*(x.chunk(chunks) for x in inputs)):
+        loss = loss_fn(*part) / chunks
+        scaler.scale(loss).backward()
+        total = total + loss.detach().cpu()
+    return total
 
 
 def rng_state(g: torch.Generator, np_rng: np.random.Generator) -> dict[str, Any]:

@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.method import Capabilities, GenerateRequest, Method, TrainData
-from methods.training import (as_float, image_flips, load_checkpoint, random_flips, resolve_device, resolve_precision,
-                              save_checkpoint)
+from methods.training import (accumulate, as_float, batch_record, image_flips, load_checkpoint, random_flips,
+                              resolve_device, resolve_precision, save_checkpoint)
 
 from .adm import AdmUNet
 from .path import interpolate, ot_pairing, sample_time, target_velocity
@@ -54,8 +54,10 @@ class CellFlowConfig:
     time_scale: float = 1000.0  # the sinusoidal time features see time_scale * t (official code: 1)
     # training (Algorithm 1)
     steps: int = 1200
-    epochs: float = 0.0  # > 0: passes over the treated training images (the official epoch), converted to steps
-    batch_size: int = 32
+    epochs: float = 0.0  # > 0: passes over the treated training images (the official epoch), converted to steps;
+    # `steps` is then ignored (set epochs=0 to give steps)
+    batch_size: int = 32  # images per optimiser step
+    grad_accum: int = 1  # the step's batch in this many chunks, gradients accumulated (memory of batch / grad_accum)
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = 1e-4
     betas: tuple[float, ...] = (0.9, 0.999)
@@ -114,9 +116,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     # texture of real cells (see CellFlow.augment); seeds 0-2, FID_o 45.2 / 47.7 / 49.2 -> 46.1 / 45.6 / 43.3, FID_c
     # 106.4 / 110.5 / 112.1 -> 106.1 / 106.0 / 104.8, paired RMSE 0.1055 / 0.1023 / 0.1037 -> 0.1043 / 0.1028 / 0.1042
     "quick": QUICK,
-    # the paper's text (section 4.2, appendix C): hidden 128, four stages, batch 128, Adam 1e-4, 100 epochs
-    # (steps here = 100 epochs of BBBC021's ~98k crops / 128), Euler; a GPU profile
-    "paper": {"width": 128, "mults": (1, 2, 2, 2), "blocks": 2, "dropout": 0.1, "batch_size": 128, "steps": 76_200,
+    # the paper's text (section 4.2, appendix C): hidden 128, four stages, batch 128, Adam 1e-4, 100 epochs (over the
+    # treated training images, the official code's epoch), Euler; a GPU profile
+    "paper": {"width": 128, "mults": (1, 2, 2, 2), "blocks": 2, "dropout": 0.1, "batch_size": 128, "epochs": 100,
               "noise_std": 1.0, "ema_decay": 0.9999, "checkpoint_every": 2000, "nfe": 50, "mixed_precision": "bf16"},
     # the official code (CellFlux 3256adc; shared/research/cellflux.md): the ADM U-Net of 56.2M parameters, AdamW 1e-4
     # betas (0.9, 0.95) wd 0.01 constant, fp16 with a gradient scaler, 32 per GPU x 4 GPUs (per-batch decisions per
@@ -125,7 +127,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # control + N(0, 1) by Heun on the 51-point EDM grid (100 evaluations), CFG 1.2. A GPU profile.
     "official": {"arch": "adm", "width": 128, "mults": (2, 2, 2), "blocks": 4, "attention_levels": (1,), "heads": 1,
                  "dropout": 0.3, "time_scale": 1.0, "optimizer": "adamw", "lr": 1e-4, "betas": (0.9, 0.95),
-                 "weight_decay": 0.01, "mixed_precision": "fp16", "batch_size": 128, "batch_group": 32, "epochs": 200,
+                 "weight_decay": 0.01, "mixed_precision": "fp16", "batch_size": 128, "grad_accum": 4, "batch_group": 32,
+                 "epochs": 200,
                  "time_sampling": "skewed", "p_noise": 0.5, "noise_std": 1.0, "noise_per": "batch", "p_drop": 0.2,
                  "p_drop_per": "batch", "dequantize": True, "flip_p": 0.3, "flip_per": "image", "ema_decay": 0.999,
                  "inference_noise": True, "solver": "edm_heun", "nfe": 100, "alpha": 1.2, "checkpoint_every": 2000},
@@ -234,20 +237,31 @@ class CellFlow(Method):
         group = self.config.batch_group or n
         return (torch.rand(-(-n // group), generator=g) < p).repeat_interleave(group)[:n]
 
-    def loss(self, x0: torch.Tensor, x1: torch.Tensor, emb: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """One Algorithm-1 loss on a batch (x0 controls, x1 targets, emb conditions)."""
+    def loss_inputs(self, x0: torch.Tensor, x1: torch.Tensor, emb: torch.Tensor,
+                    g: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """Every random draw of one Algorithm-1 loss on a batch (x0 controls, x1 targets, emb conditions): the
+        field's inputs (x_t, t, emb, drop) and its target velocity. Drawn for the whole batch at once, so that a
+        batch split into accumulation chunks sees exactly the draws of the unsplit batch."""
         c = self.config
         n = x0.shape[0]
         x0 = self.augment(x0, g)
         drop = self.decide(c.p_drop, c.p_drop_per, n, g) if c.condition else torch.ones(n, dtype=torch.bool)
         t = sample_time(n, c.time_sampling, g)
+        return interpolate(x0, x1, t), t, emb, drop, target_velocity(x0, x1)
+
+    def field_loss(self, xt: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, drop: torch.Tensor,
+                   target: torch.Tensor) -> torch.Tensor:
         dev = self._device()
-        xt = interpolate(x0, x1, t).to(dev)
+        xt = xt.to(dev)
         if self._bf16():
             xt = xt.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             v = self.model(xt, t.to(dev), emb.to(dev), drop.to(dev))
-        return F.mse_loss(v.float(), target_velocity(x0, x1).to(dev))
+        return F.mse_loss(v.float(), target.to(dev))
+
+    def loss(self, x0: torch.Tensor, x1: torch.Tensor, emb: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """One Algorithm-1 loss on a batch (x0 controls, x1 targets, emb conditions)."""
+        return self.field_loss(*self.loss_inputs(x0, x1, emb, g))
 
     def draw_pairs(self, data: TrainData, images: torch.Tensor, g: torch.Generator,
                    np_rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -282,6 +296,7 @@ class CellFlow(Method):
         c = self.config
         if len(data.perturbations) == 0:
             raise BenchmarkError("cellflow: the training split has no treated images")
+        batch_record(c.batch_size, c.grad_accum)  # refuses a batch that does not split
         emb_table = torch.from_numpy(data.embedding_matrix(data.perturbations))
         pert_index = {p: i for i, p in enumerate(data.perturbations)}
         target_pert = np.array([pert_index[p] for p in data.obs["CPD_NAME"].to_numpy()[data.treated_rows]])
@@ -316,9 +331,9 @@ class CellFlow(Method):
             self.model.train()
             x0, x1, pos = self.draw_pairs(data, images, g, np_rng)
             emb = emb_table[torch.from_numpy(target_pert[pos])]
-            loss = self.loss(x0, x1, emb, g)
+            inputs = self.loss_inputs(x0, x1, emb, g)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            loss = accumulate(self.field_loss, inputs, c.grad_accum, scaler)
             scaler.step(opt)
             scaler.update()
             lr_sched.step()
@@ -340,6 +355,7 @@ class CellFlow(Method):
                 "train_images_per_s": round(done * c.batch_size / elapsed, 2) if done else None,
                 "parameters": sum(p.numel() for p in self.model.parameters()), "device": str(dev),
                 "precision": precision, "epochs": round(steps * c.batch_size / len(data.treated_rows), 3),
+                "batch": batch_record(c.batch_size, c.grad_accum),
                 "treated_training_images": len(data.treated_rows)}
 
     def total_steps(self, n_treated: int) -> int:

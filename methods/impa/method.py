@@ -38,7 +38,8 @@ class IMPAConfig:
     style_dim: int = 64
     z_dim: int = 16  # BBBC021 at 96 px
     steps: int = 1500
-    epochs: float = 0.0  # > 0: passes over the training controls (the official epoch), converted to steps
+    epochs: float = 0.0  # > 0: passes over the training controls (the official epoch), converted to steps; `steps`
+    # is then ignored (set epochs=0 to give steps)
     batch_size: int = 16
     pairing: Literal["same-batch", "any-batch"] = "same-batch"  # any-batch: a uniform control with a uniform
     # treated image from any batch (the official loader iterates over controls this way)

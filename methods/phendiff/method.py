@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.method import Capabilities, GenerateRequest, Method, TrainData
-from methods.training import as_float, load_checkpoint, random_flips, resolve_device, resolve_precision, save_checkpoint
+from methods.training import (accumulate, as_float, batch_record, load_checkpoint, random_flips, resolve_device,
+                              resolve_precision, save_checkpoint)
 
 from .model import CONTROL, NULL, PERTURBATION, Denoiser
 
@@ -46,7 +47,8 @@ class PhenDiffConfig:
     beta_end: float = 0.02
     # training
     steps: int = 1500
-    batch_size: int = 32
+    batch_size: int = 32  # images per optimiser step
+    grad_accum: int = 1  # the step's batch in this many chunks, gradients accumulated (memory of batch / grad_accum)
     lr: float = 1e-4
     warmup_steps: int = 500
     adam_betas: tuple[float, ...] = (0.95, 0.999)
@@ -80,7 +82,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # GPU x 8 GPUs = 768 a step at lr 1e-4 x sqrt(8), fp16, images resized to 128 px, unconditional passes decided
     # per batch with a zero class embedding
     "official": {"widths": (128, 256, 512), "layers_per_block": 2, "norm_num_groups": 32, "steps": 30_000,
-                 "batch_size": 768, "lr": 1e-4 * 8 ** 0.5, "mixed_precision": "fp16", "resize": 128,
+                 "batch_size": 768, "grad_accum": 8, "lr": 1e-4 * 8 ** 0.5, "mixed_precision": "fp16", "resize": 128,
                  "p_uncond_per": "batch", "null_condition": "zero", "checkpoint_every": 2000},
 }
 
@@ -139,22 +141,32 @@ class PhenDiff(Method):
         return {"denoiser": (self.model, example),
                 "unet": (self.model.unet, (example[0], example[1], self.model.classes(example[2], example[3])))}
 
-    def loss(self, x0: torch.Tensor, emb: torch.Tensor, kind: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """v-prediction MSE at uniformly drawn training timesteps."""
-        sched, dev = self.scheduler(), self._device()
+    def loss_inputs(self, x0: torch.Tensor, emb: torch.Tensor, kind: torch.Tensor,
+                    g: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """The draws of one loss on a batch (noise, timesteps): the denoiser's inputs and its v target, for the
+        whole batch at once, so accumulation chunks see exactly the draws of the unsplit batch."""
+        sched = self.scheduler()
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(self.config.train_timesteps, (x0.shape[0],), generator=g)
-        xt = sched.add_noise(x0, noise, t)
-        target = sched.get_velocity(x0, noise, t)
+        return sched.add_noise(x0, noise, t), t, emb, kind, sched.get_velocity(x0, noise, t)
+
+    def denoiser_loss(self, xt: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, kind: torch.Tensor,
+                      target: torch.Tensor) -> torch.Tensor:
+        dev = self._device()
         with self._autocast():
             v = self.model(xt.to(dev), t.to(dev), emb.to(dev), kind.to(dev))
         return F.mse_loss(v.float(), target.to(dev))
+
+    def loss(self, x0: torch.Tensor, emb: torch.Tensor, kind: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """v-prediction MSE at uniformly drawn training timesteps."""
+        return self.denoiser_loss(*self.loss_inputs(x0, emb, kind, g))
 
     # --- Method API ----------------------------------------------------------------------
     def fit(self, data: TrainData, *, seed: int, workdir: Path) -> dict[str, Any]:
         c = self.config
         if len(data.perturbations) == 0:
             raise BenchmarkError("phendiff: the training split has no treated images")
+        batch_record(c.batch_size, c.grad_accum)  # refuses a batch that does not split
         names = data.obs["CPD_NAME"].to_numpy()
         treated = names != data.control
         emb_table = torch.from_numpy(data.embedding_matrix(data.perturbations))
@@ -194,9 +206,9 @@ class PhenDiff(Method):
                     kind[:] = NULL
             else:
                 kind[torch.rand(len(pick), generator=g) < c.p_uncond] = NULL
-            loss = self.loss(x0, emb_table[row_pert[pick]], kind, g)
+            inputs = self.loss_inputs(x0, emb_table[row_pert[pick]], kind, g)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            loss = accumulate(self.denoiser_loss, inputs, c.grad_accum, scaler)
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
             scaler.step(opt)
@@ -216,7 +228,7 @@ class PhenDiff(Method):
         return {"steps": step, "resumed_from": start, "loss_first_50": float(np.mean(losses[:50])), "loss_last_50": float(np.mean(losses[-50:])),
                 "train_images_per_s": round(done * c.batch_size / elapsed, 2) if done else None,
                 "parameters": sum(p.numel() for p in self.model.parameters()), "device": str(dev),
-                "precision": precision}
+                "precision": precision, "batch": batch_record(c.batch_size, c.grad_accum)}
 
     def _net(self) -> Denoiser:
         """The EMA weights (or the raw ones) in a copy, leaving the training state alone."""

@@ -137,14 +137,14 @@ def test_official_options_train_at_the_resized_size_and_translate_back(train_dat
     seen, uncond = [], []
     m = PhenDiff(PhenDiffConfig(steps=3, resize=48, mixed_precision="fp16", p_uncond=0.5, p_uncond_per="batch",
                                 null_condition="zero", **{**SMALL, "inversion_steps": 2, "generation_steps": 2}))
-    real_loss = m.loss
+    real_inputs = m.loss_inputs
 
     def spy(x0, emb, kind, g):
         seen.append(tuple(x0.shape[-2:]))
         uncond.append(set((kind == NULL).tolist()))
-        return real_loss(x0, emb, kind, g)
+        return real_inputs(x0, emb, kind, g)
 
-    monkeypatch.setattr(m, "loss", spy)
+    monkeypatch.setattr(m, "loss_inputs", spy)
     summary = m.fit(train_data, seed=0, workdir=tmp_path)
     assert seen == [(48, 48)] * 3 and summary["precision"] == "fp16"
     assert all(len(u) == 1 for u in uncond)  # the whole batch is unconditional, or none of it
