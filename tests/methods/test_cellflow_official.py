@@ -7,7 +7,6 @@ from scipy import integrate as quad
 from scipy.special import expit
 from scipy.stats import norm
 
-from benchmark.cli import main
 from methods.cellflow import CellFlow, CellFlowConfig
 from methods.cellflow.method import PROFILES
 from methods.cellflow.path import sample_time
@@ -47,19 +46,6 @@ def test_per_batch_decisions_are_made_per_group_of_the_official_per_gpu_batch():
     groups = torch.stack([m.decide(0.5, "batch", 128, torch.Generator().manual_seed(s)).view(4, 32)[:, 0]
                           for s in range(200)]).float()
     assert 0.4 < groups.mean() < 0.6 and (groups.std(0) > 0).all()  # groups vary independently of each other
-
-
-def test_the_official_profile_runs_end_to_end_on_the_tiny_screen(tmp_path, data_dir, tiny_data):
-    tiny = ["--set", "epochs=0", "--set", "steps=2", "--set", "width=32", "--set", "mults=1,1", "--set", "blocks=1",
-            "--set", "batch_size=4", "--set", "batch_group=2", "--set", "nfe=4"]
-    assert main(["run", "--method", "cellflow", "--task", "synthetic-tiny", "--profile", "official", "--out",
-                 str(tmp_path), "--data-dir", str(data_dir), "--features", "tiny", *tiny]) == 0
-    (run,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
-    import json
-
-    man = json.loads((run / "manifest.json").read_text())
-    assert man["profile"] == "official" and man["fit"]["precision"] == "fp16" and man["fit"]["steps"] == 2
-    assert man["config"]["solver"] == "edm_heun" and man["config"]["time_sampling"] == "skewed"
 
 
 @pytest.mark.parametrize("profile", ["quick", "paper"])
