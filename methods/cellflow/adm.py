@@ -8,7 +8,7 @@ GroupNorm(32) computed in float32, scale-shift conditioning, attention (one head
 `attention_levels` and in the middle, zero-initialised last convolutions. Time enters as sinusoidal features of
 `time_scale * t`; the perturbation embedding through one linear map added to the time embedding, and "no
 condition" adds nothing (no learned null vector). Modules are registered in the official order, so a parity check
-can copy weights across parameter by parameter (`benchmarks/parity.py`).
+can copy weights across parameter by parameter (`perf/parity.py`).
 """
 
 from __future__ import annotations

@@ -95,26 +95,8 @@ class CellFlowConfig:
 
 QUICK: dict[str, Any] = {"lr": 1e-3, "coupling": "ot", "solver": "midpoint", "noise_blur": 2.0}
 PROFILES: dict[str, dict[str, Any]] = {
-    # CPU default: small field, short schedule; the main job finishes in minutes on 2 cores. lr 1e-3: at 1,200
-    # steps, 1e-4 leaves the field under-trained (simulated screen, seed 0: FID_o 77.2 vs 61.4 with 1e-3).
-    # coupling "ot" (minibatch OT within each plate; the paper pairs at random within the plate): with random
-    # pairs the short run left ghosts of the control cell where a compound shrinks cells (statins, emetine)
-    # and lost to identity on FID_c; simulated screen, seed 0, Inception: FID_o 61.1 -> 46.7, FID_c
-    # 125.4 -> 107.0, paired RMSE 0.1104 -> 0.1022 (identity: 71.4, 108.4, 0.1126). Over seeds 0-2: FID_o
-    # 49.8, FID_c 111.5 (still above identity's 108.4), paired 0.1009. float32: `mixed_precision=auto` (bf16 on
-    # this AMX CPU, 52 -> 114 train img/s) scored worse at every seed, FID_o 50.1 / 51.6 / 54.9 and FID_c
-    # 112.2 / 114.1 / 117.9; twice the steps in bf16 (2,400, cosine) gave FID_c 114.9 / 104.9 / 112.3, paired 0.108.
-    # ot_pool=4 (OT over 128 draws, 32 kept) at seeds 0/1: FID_o 50.6 / 49.1, FID_c 113.0 / 110.4, paired 0.0997 /
-    # 0.0988 (float32 quick: 47.1 / 50.2, 107.2 / 112.9, 0.1023 / 0.0996): within the seed spread, so pool 1.
-    # Solver "midpoint" (5 steps = 10 NFE, Euler's cost): where x1's fine texture is independent of x0's, the exact
-    # field scales it by (2t-1)/(t^2+(1-t)^2), damping it to 1/sqrt(2) at t=1/2 and restoring it by t=1; Euler with
-    # 10 steps ends at 0.88 of the amplitude (a blur, which Inception punishes), midpoint with 5 at 0.999. On the
-    # same three stored models: FID_o 47.1 / 50.2 / 52.1 -> 45.2 / 47.7 / 49.2, FID_c 107.2 / 112.9 / 114.3 ->
-    # 106.4 / 110.5 / 112.1, paired RMSE 0.1023 / 0.0996 / 0.1009 -> 0.1055 / 0.1023 / 0.1037 (sharper texture
-    # that is not the counterfactual's costs RMSE); Euler with 30 NFE scored as midpoint 10 at three times the cost.
-    # noise_blur 2.0 (augmentation noise low-passed by a Gaussian of 2 px): with white noise the field erases the fine
-    # texture of real cells (see CellFlow.augment); seeds 0-2, FID_o 45.2 / 47.7 / 49.2 -> 46.1 / 45.6 / 43.3, FID_c
-    # 106.4 / 110.5 / 112.1 -> 106.1 / 106.0 / 104.8, paired RMSE 0.1055 / 0.1023 / 0.1037 -> 0.1043 / 0.1028 / 0.1042
+    # CPU default: a small field and a short schedule, so the main job runs in minutes on 2 cores; why each setting
+    # departs from the paper, with the measurements, is in docs/cellflow-quick-profile.md
     "quick": QUICK,
     # the paper's text (section 4.2, appendix C): hidden 128, four stages, batch 128, Adam 1e-4, 100 epochs (over the
     # treated training images, the official code's epoch), Euler; a GPU profile
@@ -140,13 +122,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def ema_decay(target: float, step: int) -> float:
-    """EMA decay at `step`, warmed up as (1 + step) / (10 + step) (the schedule of diffusers' EMAModel).
-
-    Without the warm-up the average keeps target**steps of the random initial weights: 8% after 2,500 steps at
-    0.999. (The warm-up alone does not make 0.999 right for short runs: on the simulated screen a 3,000-step
-    GPU run scored morphology FID_o 10.6 with its 0.999 average and 4.4 with its raw weights, and a 3,900-step
-    run with the warm-up still 10.5; the quick profile's 0.995 averages over ~200 steps and helps: 5.5 vs 6.2.)
-    """
+    """EMA decay at `step`, warmed up as (1 + step) / (10 + step) (the schedule of diffusers' EMAModel): without
+    the warm-up a short run's average keeps much of the random initial weights (docs/cellflow-quick-profile.md)."""
     return min(target, (1 + step) / (10 + step))
 
 
@@ -211,12 +188,8 @@ class CellFlow(Method):
         """Noise augmentation (section 3.4): x0 + noise_std * eps with probability p_noise.
 
         White eps teaches the field to erase white texture, and it cannot tell the augmentation's residual
-        (1 - t) noise_std eps from the fine texture of real cells: trained so, the quick field erased fine texture
-        on its way to the target (benchmarks/cellflow_texture.py: gain -0.8 to -3.9 on white texture where the
-        exact gain for texture independent of the control rises from -1 to +1; its images kept 0.64 of the real
-        high-pass energy, 1.03 without augmentation). `noise_blur` > 0 low-passes eps (renormalised to unit std
-        per image) so that augmentation and pixel-scale texture differ in scale: with 2 px (the quick profile)
-        the gain is about -0.15 and the images keep 1.04.
+        (1 - t) noise_std eps from the fine texture of real cells; `noise_blur` > 0 low-passes eps (renormalised to
+        unit std per image) so that the two differ in scale (measurements: docs/cellflow-quick-profile.md).
         """
         c = self.config
         if c.p_noise <= 0:

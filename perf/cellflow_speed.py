@@ -1,6 +1,6 @@
 """Print CellFlow training and sampling throughput on this machine (a benchmark, not a test).
 
-    python benchmarks/cellflow_speed.py [--profiles quick,paper] [--size 48] [--channels 3]
+    python perf/cellflow_speed.py [--profiles quick,paper] [--size 48] [--channels 3]
 
 Training: images/s over a few Adam steps at the profile's batch size (capped
 for the paper profile on CPU). Sampling: images/s per solver and NFE, with CFG.

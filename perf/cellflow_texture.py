@@ -1,6 +1,6 @@
 """How a stored CellFlow run treats fine texture (a diagnostic, not a test).
 
-    python benchmarks/cellflow_texture.py RUN_DIR [--data-dir data] [--n 64] [--seed 0]
+    python perf/cellflow_texture.py RUN_DIR [--data-dir data] [--n 64] [--seed 0]
 
 Inception FID punishes smooth images hard, so where a model loses FID to the
 identity baseline it is worth knowing whether it blurs. Two figures:

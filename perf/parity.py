@@ -1,8 +1,8 @@
 """Parity of our `official` networks with the official code, weights copied across (a check, not a test).
 
-    python benchmarks/parity.py --official /path/to/CellFlux [--method cellflow] [--size 96] [--batch 4]
-    python benchmarks/parity.py --official /path/to/IMPA --method impa
-    python benchmarks/parity.py --official /path/to/PhenDiff --method phendiff --size 128
+    python perf/parity.py --official /path/to/CellFlux [--method cellflow] [--size 96] [--batch 4]
+    python perf/parity.py --official /path/to/IMPA --method impa
+    python perf/parity.py --official /path/to/PhenDiff --method phendiff --size 128
 
 Needs a local checkout of the official repository and its own imports (IMPA's imports munch), fetched by the
 user; nothing of it ships with the suite. It

@@ -1,6 +1,6 @@
 """Images/s of the packed store against per-file `np.load`, and the cost of `prepare`'s checks (a benchmark).
 
-    python benchmarks/loader_speed.py [--layout bbbc021] [--per-group 250] [--batch 64] [--batches 200]
+    python perf/loader_speed.py [--layout bbbc021] [--per-group 250] [--batch 64] [--batches 200]
 
 Writes a fixture in the published layout under a temp dir, packs it with the
 same code as `prepare`, then reads the same random batches both ways. Both
