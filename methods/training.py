@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from benchmark import io
 from benchmark.errors import BenchmarkError
@@ -45,6 +46,13 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if name == "auto":
         return "bf16" if bf16_native(device) else "no"
     return name
+
+
+def pad_to_multiple(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Reflect-pad height and width up to multiples of `factor`, for networks that halve the size len(levels)-1
+    times; the caller crops its output back to the input's size."""
+    ph, pw = (-x.shape[-2]) % factor, (-x.shape[-1]) % factor
+    return F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
 
 
 def as_float(images: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from methods.training import pad_to_multiple
+
 
 class GroupNorm32(nn.GroupNorm):
     """GroupNorm in float32 whatever the autocast dtype: statistics of half-precision activations drift."""
@@ -136,9 +138,7 @@ class AdmUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         h0, w0 = x.shape[-2:]
-        ph, pw = (-h0) % self.factor, (-w0) % self.factor
-        if ph or pw:  # sizes that do not divide by 2^(levels-1) are padded, then cropped back
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect")
+        x = pad_to_multiple(x, self.factor)
         e = self.time(sinusoid(t, self.width, self.time_scale).to(x.dtype))
         c = self.cond(emb.to(e.dtype))
         if drop is not None:  # a dropped condition adds nothing

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from methods.training import pad_to_multiple
+
 
 class FourierTime(nn.Module):
     """Sinusoidal features of t in [0, 1] followed by an MLP."""
@@ -117,9 +119,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         h0, w0 = x.shape[-2:]
-        ph, pw = (-h0) % self.factor, (-w0) % self.factor
-        if ph or pw:  # sizes that do not divide by 2^(stages-1) are padded, then cropped back
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect")
+        x = pad_to_multiple(x, self.factor)
         cond = self.time(t) + self.cond(emb, drop)
         h = self.stem(x)
         skips = []

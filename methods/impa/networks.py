@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from methods.training import pad_to_multiple
+
 
 def _n_down(size: int, offset: int) -> int:
     return max(1, math.ceil(math.log2(size)) - offset)
@@ -98,9 +100,7 @@ class Generator(nn.Module):
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         h0, w0 = x.shape[-2:]
-        ph, pw = (-h0) % self.factor, (-w0) % self.factor
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect")
+        x = pad_to_multiple(x, self.factor)
         h = self.stem(x)
         for block in self.encode:
             h = block(h)

@@ -15,6 +15,8 @@ import torch
 from diffusers import UNet2DModel
 from torch import nn
 
+from methods.training import pad_to_multiple
+
 PERTURBATION, CONTROL, NULL = 0, 1, 2  # condition kinds
 
 
@@ -57,8 +59,6 @@ class Denoiser(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
         h0, w0 = x.shape[-2:]
-        ph, pw = (-h0) % self.factor, (-w0) % self.factor
-        if ph or pw:  # sizes that do not divide by 2^(stages-1) are padded, then cropped back
-            x = nn.functional.pad(x, (0, pw, 0, ph), mode="reflect")
+        x = pad_to_multiple(x, self.factor)
         out = self.unet(x, t, class_labels=self.classes(emb, kind)).sample
         return out[..., :h0, :w0]
