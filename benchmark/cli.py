@@ -73,10 +73,10 @@ def cmd_run(args: argparse.Namespace) -> None:
                     from_run=args.from_run, reuse_generated=args.reuse_generated,
                     channel_rule=args.channel_rule)
     path = run(cfg)
-    import pandas as pd
+    from benchmark.store import read_metrics
 
-    m = pd.read_csv(path / "metrics.csv")
-    m = m[m["perturbation"].isna()]
+    m = read_metrics(path)
+    m = m[m["perturbation"] == ""]
     print(f"run {path.name} recorded in {path}")
     for r in m.itertuples(index=False):
         print(f"  {r.metric:13s} [{r.feature_space:10s}] {r.value:10.4g}  {_spread(r)}(n_gen={r.n_gen}, "

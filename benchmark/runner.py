@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata as md
-import json
 import platform
 import random
 import signal
@@ -31,7 +30,7 @@ from benchmark.method import GenerateRequest, Method, TrainData, config_from_ove
 from benchmark.metrics.evaluate import FeatureCache, evaluate
 from benchmark.metrics.features import ExtractorContext
 from benchmark.registry import METHODS, TASKS
-from benchmark.store import RunStore
+from benchmark.store import MANIFEST, RunStore, read_manifest, write_record
 
 DEFAULT_FEATURES = ("inception", "morphology", "moa")  # "moa": MoA accuracy, where the task has MoA labels
 
@@ -125,24 +124,13 @@ def versions() -> dict[str, str]:
     return out
 
 
-def stored_run(run_dir: Path, need_model: bool = True) -> dict[str, Any]:
-    """The manifest of a recorded run (whose `model/` can be loaded again, with need_model)."""
-    path = Path(run_dir) / "manifest.json"
-    if not path.is_file():
-        raise BenchmarkError(f"{run_dir}: not a run directory (no manifest.json)")
-    manifest = json.loads(path.read_text())
-    if need_model and not (Path(run_dir) / "model").is_dir():
-        raise BenchmarkError(f"{run_dir}: the run stored no model/ directory")
-    return manifest
-
-
 def resolve_method(name: str, profile: str | None, overrides: list[str],
                    from_run: Path | None = None, need_model: bool = True) -> tuple[type[Method], Any]:
     cls = METHODS.get(name)
     if from_run is not None:
         # the stored run's resolved config is the base, so the architecture matches its weights;
         # --set may still change what does not touch the weights (solver, nfe, guidance, ...)
-        manifest = stored_run(from_run, need_model)
+        manifest = read_manifest(from_run, need_model)
         if manifest["method"] != name:
             raise BenchmarkError(f"{from_run}: the stored run is of method {manifest['method']!r}, not {name!r}")
         if profile is not None:
@@ -190,7 +178,7 @@ def reused_images(run_dir: Path, manifest: dict[str, Any], task: str, split_hash
     for key, want, have in (("task", task, manifest["task"]["name"]), ("split_hash", split_hash, manifest.get("split_hash")),
                             ("eval_plan_sha256", plan.digest(), manifest.get("eval_plan_sha256"))):
         if want != have:
-            raise BenchmarkError(f"{run_dir}/manifest.json: {key} is {have!r}, this run needs {want!r}; "
+            raise BenchmarkError(f"{run_dir / MANIFEST}: {key} is {have!r}, this run needs {want!r}; "
                                  "its images answer another evaluation plan")
     images = np.load(run_dir / "generated.npy", mmap_mode="r")
     want_shape = (len(plan.requests), *image_shape)
@@ -260,7 +248,7 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
         fit_summary = method.fit(train, seed=cfg.seed, workdir=cfg.workdir or stage / "work") or {}
     else:
         stages.start(f"load: {'images' if cfg.reuse_generated else 'model'} of {cfg.from_run}")
-        trained = stored_run(cfg.from_run, need_model=not cfg.reuse_generated)
+        trained = read_manifest(cfg.from_run, need_model=not cfg.reuse_generated)
         fit_summary = {"from_run": trained["run_id"], "trained_on": trained["task"]["name"],
                        "trained_with": trained.get("fit", {}), "trained_git_sha": trained.get("git_sha")}
         if not cfg.reuse_generated:
@@ -308,7 +296,6 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
     metrics.insert(2, "method", cls.name)
     metrics.insert(3, "variant", variant)
     metrics.insert(4, "seed", cfg.seed)
-    io.write_csv(stage / "metrics.csv", metrics)
     manifest = {
         "run_id": run_id,
         "method": cls.name,
@@ -334,6 +321,6 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
         "torch_threads": torch.get_num_threads(),
         "sweep": cfg.sweep,
     }
-    io.write_json(stage / "manifest.json", manifest)
+    write_record(stage, manifest, metrics)
     stages.end()
 

@@ -23,6 +23,8 @@ import pandas as pd
 from benchmark import io
 from benchmark.errors import BenchmarkError
 
+MANIFEST = "manifest.json"  # the run's record: config, seeds, versions, hashes, timings (written last)
+METRICS = "metrics.csv"  # one row per metric x feature space x perturbation
 OWNER_FILE = ".owner.json"  # who is assembling a staged run: pid, host and the process's start time
 FAILURE_FILE = "failure.json"
 
@@ -63,6 +65,30 @@ def _alive(owner: dict) -> bool:
         return True  # someone else's live process
     started = owner.get("proc_start")
     return started is None or _process_start(pid) in (None, started)
+
+
+def read_manifest(run_dir: Path, need_model: bool = False) -> dict:
+    """The manifest of a recorded run; with `need_model`, also check that its `model/` can be loaded again."""
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        raise BenchmarkError(f"{run_dir}: not a run directory (no {MANIFEST})")
+    manifest = json.loads(path.read_text())
+    if need_model and not (Path(run_dir) / "model").is_dir():
+        raise BenchmarkError(f"{run_dir}: the run stored no model/ directory")
+    return manifest
+
+
+def read_metrics(run_dir: Path) -> pd.DataFrame:
+    """A run's metric rows; overall rows have perturbation ""."""
+    metrics = pd.read_csv(Path(run_dir) / METRICS)
+    metrics["perturbation"] = metrics["perturbation"].fillna("").astype(str)
+    return metrics
+
+
+def write_record(stage: Path, manifest: dict, metrics: pd.DataFrame) -> None:
+    """A staged run's record: the metric rows, then the manifest, whose presence marks a complete record."""
+    io.write_csv(Path(stage) / METRICS, metrics)
+    io.write_json(Path(stage) / MANIFEST, manifest)
 
 
 class RunStore:
@@ -137,18 +163,26 @@ class RunStore:
                         for p in sorted(folder.iterdir()) if p.is_dir()]
         return out
 
-    def runs(self) -> list[Run]:
-        out = []
+    def recorded(self) -> list[Path]:
+        """The folders of complete runs (a manifest and metric rows), sorted by run id."""
         if not self.root.is_dir():
-            return out
-        for path in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            man, met = path / "manifest.json", path / "metrics.csv"
-            if not (man.is_file() and met.is_file()):
+            return []
+        return [p for p in sorted(self.root.iterdir()) if p.is_dir() and not p.name.startswith(".")
+                and (p / MANIFEST).is_file() and (p / METRICS).is_file()]
+
+    def manifests(self) -> list[tuple[Path, dict]]:
+        """(folder, manifest) of every complete run; unreadable manifests are skipped (a store shared with a
+        writer of another version must not stop a sweep from resuming)."""
+        out = []
+        for path in self.recorded():
+            try:
+                out.append((path, read_manifest(path)))
+            except ValueError:
                 continue
-            metrics = pd.read_csv(met)
-            metrics["perturbation"] = metrics["perturbation"].fillna("").astype(str)
-            out.append(Run(path, json.loads(man.read_text()), metrics))
         return out
+
+    def runs(self) -> list[Run]:
+        return [Run(path, read_manifest(path), read_metrics(path)) for path in self.recorded()]
 
 
 def _read_json(path: Path) -> dict | None:

@@ -30,6 +30,7 @@ import pandas as pd
 from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.registry import METHODS, TASKS
+from benchmark.store import RunStore
 
 LAUNCHERS = ("slurm", "local", "debug")
 RESOURCE_KEYS = ("partition", "gpus", "cpus", "mem_gb", "time_min")
@@ -122,13 +123,10 @@ def sweep_name(specs: list[JobSpec]) -> str:
 def finished_runs(runs: Path) -> dict[str, Path]:
     """spec hash -> run directory, for every run in the store that a sweep launched."""
     out = {}
-    for manifest in sorted(Path(runs).glob("*/manifest.json")):
-        try:
-            sweep = json.loads(manifest.read_text()).get("sweep") or {}
-        except json.JSONDecodeError:
-            continue
+    for path, manifest in RunStore(runs).manifests():
+        sweep = manifest.get("sweep") or {}
         if sweep.get("spec_hash"):
-            out[sweep["spec_hash"]] = manifest.parent
+            out[sweep["spec_hash"]] = path
     return out
 
 

@@ -18,7 +18,7 @@ from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.method import to_tensor, to_uint8
 from benchmark.registry import METHODS, TASKS
-from benchmark.runner import stored_run
+from benchmark.store import read_manifest
 
 
 def display(images: np.ndarray) -> np.ndarray:
@@ -75,11 +75,11 @@ def strip_figure(states: dict[float, torch.Tensor], title: str, key: str, path: 
 
 def trajectories(run_dir: Path, perturbation: str, frames: tuple[float, ...], n: int, data_dir: Path,
                  out: Path, seed: int = 0) -> list[Path]:
-    manifest = stored_run(run_dir, need_model=False)
+    manifest = read_manifest(run_dir)
     cls = METHODS.get(manifest["method"])
     if not callable(getattr(cls, "trajectory", None)):
         raise BenchmarkError(f"method {cls.name} has no trajectories (only flow methods such as cellflow do)")
-    stored_run(run_dir)
+    read_manifest(run_dir, need_model=True)
     method = cls(cls.Config(**manifest["config"]))
     method.load(Path(run_dir) / "model")
     data = TASKS.get(manifest["task"]["name"]).load(data_dir)

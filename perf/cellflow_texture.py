@@ -30,7 +30,7 @@ from scipy.ndimage import gaussian_filter
 from benchmark import io
 from benchmark.method import to_tensor
 from benchmark.registry import METHODS, TASKS
-from benchmark.runner import stored_run
+from benchmark.store import MANIFEST, read_manifest
 
 
 def high_pass_energy(images: np.ndarray) -> float:
@@ -46,9 +46,9 @@ def main() -> None:
     p.add_argument("--amplitude", type=float, default=0.03, help="std of the white probe, [-1, 1] units")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    manifest = stored_run(args.run_dir)
+    manifest = read_manifest(args.run_dir, need_model=True)
     if manifest["method"] != "cellflow":
-        raise SystemExit(f"{args.run_dir}/manifest.json: method is {manifest['method']!r}, this diagnostic needs a cellflow run")
+        raise SystemExit(f"{args.run_dir / MANIFEST}: method is {manifest['method']!r}, this diagnostic needs a cellflow run")
     cls = METHODS.get(manifest["method"])
     method = cls(cls.Config(**manifest["config"]))
     method.load(args.run_dir / "model")

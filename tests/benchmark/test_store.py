@@ -64,3 +64,23 @@ def test_a_failing_run_is_moved_to_failed_with_its_error(tmp_path, data_dir, tin
     (run,) = RunStore(runs).unfinished()
     assert run.state == "failed" and run.detail["reason"] == "RuntimeError: out of memory in generate"
     assert not (run.path / OWNER_FILE).exists() or run.detail["owner"]["pid"] == os.getpid()
+
+
+def test_the_run_format_is_named_only_in_the_store():
+    """Only benchmark/store.py names the record files: every other module reads and writes runs through it."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    offenders = []
+    for path in sorted(p for d in ("benchmark", "methods", "tasks", "perf") for p in (root / d).rglob("*.py")):
+        if path == root / "benchmark" / "store.py":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(n) is not None}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings \
+                    and ("manifest.json" in node.value or "metrics.csv" in node.value):
+                offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []
