@@ -47,9 +47,6 @@ def leaderboard(runs) -> pd.DataFrame:
         m = r.metrics.copy()
         m["git_sha"] = r.manifest.get("git_sha", "unknown")
         m["split_hash"] = r.manifest.get("split_hash", "")
-        for col in ("ci_low", "ci_high"):  # runs recorded before intervals existed
-            if col not in m.columns:
-                m[col] = np.nan
         # runs of one method with different settings are different rows, never "seeds" of one
         m["config"] = config_hash(r.manifest)
         frames.append(m)

@@ -79,9 +79,12 @@ def read_manifest(run_dir: Path, need_model: bool = False) -> dict:
 
 
 def read_metrics(run_dir: Path) -> pd.DataFrame:
-    """A run's metric rows; overall rows have perturbation ""."""
+    """A run's metric rows, in today's form whatever version wrote them; overall rows have perturbation ""."""
     metrics = pd.read_csv(Path(run_dir) / METRICS)
     metrics["perturbation"] = metrics["perturbation"].fillna("").astype(str)
+    for col in ("ci_low", "ci_high"):  # runs recorded before intervals existed
+        if col not in metrics.columns:
+            metrics[col] = float("nan")
     return metrics
 
 
