@@ -174,10 +174,10 @@ def cmd_status(args: argparse.Namespace) -> None:
 
 
 def cmd_trajectory(args: argparse.Namespace) -> None:
-    from benchmark.trajectory import trajectories
+    from benchmark.trajectory import from_stored_run
 
     frames = tuple(float(f) for f in args.frames.split(","))
-    for p in trajectories(args.run, args.perturbation, frames, args.n, args.data_dir, args.out, seed=args.seed):
+    for p in from_stored_run(args.run, args.perturbation, frames, args.n, args.data_dir, args.out, seed=args.seed):
         print(p)
 
 

@@ -6,7 +6,7 @@
 - `pca.png`: PCA of morphology features of test controls, real targets and
   each method's images, coloured by batch (does a method keep the batch?),
   with each axis's share of the variance.
-- CellFlow forward / reverse trajectory strips.
+- the forward / reverse trajectory strips that runs of flow methods drew when they were made.
 
 Everything is a deterministic function of the runs and the data (fixed
 choices, no timestamps in the PNGs), so a rerun writes the same bytes.
@@ -17,26 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from benchmark import io
+from benchmark.display import display, display_key
 from benchmark.errors import BenchmarkError
 from benchmark.registry import TASKS
-from benchmark.trajectory import display, display_key
 
 N_PERTURBATIONS = 6
 PNG = {"metadata": {"Software": None}}
-
-
-def _one_run_per_label(runs, lb: pd.DataFrame, task: str) -> dict[str, object]:
-    """The lowest-seed run behind each row label of the task."""
-    from benchmark.report import run_list
-
-    listed = run_list(runs, lb, task)
-    by_id = {r.manifest["run_id"]: r for r in runs}
-    out = {}
-    for row in listed.sort_values(["label", "seed", "run_id"]).itertuples():
-        out.setdefault(row.label, by_id[row.run_id])
-    return out
 
 
 def sample_perturbations(data, wanted: list[str] | None = None) -> list[str]:
@@ -133,27 +121,31 @@ def pca_figure(data, plan, chosen: dict[str, object], path: Path) -> Path:
     return path
 
 
-def figures(runs, lb: pd.DataFrame, data_dir: Path, out: Path,
+def figures(chosen_by_task: dict[str, dict[str, object]], data_dir: Path, out: Path,
             sample_perts: list[str] | None = None) -> tuple[list[Path], list[str]]:
-    """All figures for every task whose data is at `data_dir`; notes say what was skipped and why."""
-    from benchmark.trajectory import trajectories
-
+    """All figures for every task whose data is at `data_dir`, from one run per table row; notes say what was
+    skipped and why. Trajectory strips are the files the runs drew when they were made, copied."""
     written, notes = [], []
-    for task in sorted(set(lb["task"])):
+    for task, chosen in sorted(chosen_by_task.items()):
         try:
             data = TASKS.get(task).load(data_dir)
         except BenchmarkError as e:
             notes.append(f"{task}: no figures ({e})")
             continue
         plan = data.eval_plan()
-        chosen = _one_run_per_label(runs, lb, task)
+        for label, run in list(chosen.items()):
+            if run.manifest.get("eval_plan_sha256") != plan.digest():
+                notes.append(f"{task}: {label} left out of the figures (run {run.manifest['run_id']} answers another "
+                             "evaluation plan than this data gives)")
+                del chosen[label]
         chosen = {k: r for k, r in chosen.items() if (r.path / "generated.npy").is_file()}
         d = Path(out) / task
         written.append(samples_figure(data, plan, chosen, d / "samples.png", sample_perturbations(data, sample_perts)))
         written.append(pca_figure(data, plan, chosen, d / "pca.png"))
         for label, run in chosen.items():
-            if run.manifest["method"] == "cellflow" and run.manifest.get("variant", "default") == "default" \
-                    and (run.path / "model").is_dir():
-                perts = data.eval_perturbations()
-                written += trajectories(run.path, perts[0], (0.0, 0.25, 0.5, 0.75, 1.0), 4, data_dir, d / "trajectories")
+            if run.manifest.get("variant", "default") != "default":
+                continue
+            for strip in sorted((run.path / "trajectories").glob("*.png")):
+                written.append(d / "trajectories" / strip.name)
+                io.write_bytes(written[-1], strip.read_bytes())
     return written, notes

@@ -30,6 +30,7 @@ class Capabilities:
     unseen_perturbations: bool = False  # can translate to perturbations absent from training
     channels: tuple[int, ...] | None = None  # supported channel counts; None = any
     reads_heldout: bool = False  # sees real held-out images (the oracle only)
+    trajectories: bool = False  # has `trajectory(controls, embeddings, frames, reverse)`: a run draws its strips
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:

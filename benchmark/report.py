@@ -229,6 +229,16 @@ def run_list(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["label", "run_id"]).reset_index(drop=True) if rows else pd.DataFrame()
 
 
+def one_run_per_label(runs, lb: pd.DataFrame, task: str) -> dict[str, object]:
+    """The lowest-seed run behind each row label of the task: the one a figure shows."""
+    listed = run_list(runs, lb, task)
+    by_id = {r.manifest["run_id"]: r for r in runs}
+    out = {}
+    for row in listed.sort_values(["label", "seed", "run_id"]).itertuples():
+        out.setdefault(row.label, by_id[row.run_id])
+    return out
+
+
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join(["---"] * len(cols)) + "|"]
@@ -294,7 +304,8 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
     if data_dir is not None:
         from benchmark.figures import figures
 
-        figs, fig_notes = figures(runs, lb, data_dir, results_dir / "figures", sample_perts)
+        chosen = {task: one_run_per_label(runs, lb, task) for task in sorted(set(lb["task"]))}
+        figs, fig_notes = figures(chosen, data_dir, results_dir / "figures", sample_perts)
     else:
         figs, fig_notes = [], ["figures: not drawn (pass --data-dir: they need the tasks' images)"]
     written += figs + overview(lb, results_dir, figs, fig_notes)

@@ -271,6 +271,11 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
     else:
         generated = generate_all(method, data, plan, cfg.seed, cfg.generate_batch)
     t_gen = time.time() - t_gen
+    if cls.capabilities.trajectories and not cfg.reuse_generated:  # drawn now, so the report only collects files
+        from benchmark.trajectory import DEFAULT_FRAMES, draw
+
+        draw(method, data, data.eval_perturbations()[0], DEFAULT_FRAMES, 4, stage / "trajectories", 0, run_id,
+             f"{cls.name} on {task.name} (seed {cfg.seed})")
     io.write_npy(stage / "generated.npy", generated)
     io.write_csv(stage / "generated.csv", plan.requests)
     ctx = ExtractorContext(cache_dir=Path(cfg.data_dir) / ".cache", channels=task.channels,

@@ -1,10 +1,10 @@
-"""Trajectory strips from a stored run: the states a flow passes through.
+"""Trajectory strips: the states a flow passes through.
 
-Forward: test controls integrated towards a perturbation, one column per frame
-time. Reverse: real treated test cells integrated back towards the control
-state. Each strip is a labelled PNG (method, task, perturbation, direction, the
-t of each column, which stain is which colour) and its pixels as `.npy`. The model comes from the run's `model/` directory and the config from
-its manifest, so a strip is reproducible from the store alone.
+Forward: test controls integrated towards a perturbation, one column per frame time. Reverse: real treated test
+cells integrated back towards the control state. Each strip is a labelled PNG (method, task, perturbation,
+direction, the t of each column, which stain is which colour) and its pixels as `.npy`. A run of a method whose
+capabilities include trajectories draws them into its own folder (`trajectories/`), so the report only collects
+files; `python -m benchmark trajectory RUN_DIR` draws more from a stored run's model.
 """
 
 from __future__ import annotations
@@ -16,30 +16,16 @@ import torch
 
 from benchmark import io
 from benchmark.errors import BenchmarkError
+from benchmark.display import display, display_key
 from benchmark.method import to_tensor, to_uint8
 from benchmark.registry import METHODS, TASKS
 from benchmark.store import read_manifest
-
-
-def display(images: np.ndarray) -> np.ndarray:
-    """(N, H, W, C) uint8 -> RGB: 3 channels as stored, 1-2 as grey, more than 3 as the first three."""
-    if images.shape[-1] >= 3:
-        return images[..., :3]
-    return np.repeat(images[..., :1], 3, axis=-1)
 
 
 def strip(states: dict[float, torch.Tensor]) -> np.ndarray:
     """Rows = cells, columns = frames (in the order given): the figure's pixels, exactly."""
     cols = [display(to_uint8(states[t])) for t in states]
     return np.concatenate([np.concatenate(list(c), axis=0) for c in cols], axis=1)
-
-
-def display_key(channels: tuple[str, ...]) -> str:
-    """Which stain `display` shows in which colour, for a figure's caption."""
-    if len(channels) >= 3:
-        key = f"R = {channels[0]}, G = {channels[1]}, B = {channels[2]}"
-        return key + (f" ({', '.join(channels[3:])} not shown)" if len(channels) > 3 else "")
-    return f"grey = {channels[0]}" + (f" ({', '.join(channels[1:])} not shown)" if len(channels) > 1 else "")
 
 
 def strip_figure(states: dict[float, torch.Tensor], title: str, key: str, path: Path) -> Path:
@@ -73,16 +59,27 @@ def strip_figure(states: dict[float, torch.Tensor], title: str, key: str, path: 
     return path
 
 
-def trajectories(run_dir: Path, perturbation: str, frames: tuple[float, ...], n: int, data_dir: Path,
-                 out: Path, seed: int = 0) -> list[Path]:
+DEFAULT_FRAMES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def from_stored_run(run_dir: Path, perturbation: str, frames: tuple[float, ...], n: int, data_dir: Path,
+                    out: Path, seed: int = 0) -> list[Path]:
+    """Strips drawn by the model a run stored (its config from the manifest)."""
     manifest = read_manifest(run_dir)
     cls = METHODS.get(manifest["method"])
-    if not callable(getattr(cls, "trajectory", None)):
+    if not cls.capabilities.trajectories:
         raise BenchmarkError(f"method {cls.name} has no trajectories (only flow methods such as cellflow do)")
     read_manifest(run_dir, need_model=True)
     method = cls(cls.Config(**manifest["config"]))
     method.load(Path(run_dir) / "model")
     data = TASKS.get(manifest["task"]["name"]).load(data_dir)
+    label = f"{manifest['method']} on {data.task.name} (seed {manifest['seed']})"
+    return draw(method, data, perturbation, frames, n, out, seed, manifest["run_id"], label)
+
+
+def draw(method, data, perturbation: str, frames: tuple[float, ...], n: int, out: Path, seed: int, run_id: str,
+         label: str) -> list[Path]:
+    """Forward and reverse strips of `n` seeded test cells for one perturbation, with a record of the choice."""
     if perturbation not in data.eval_perturbations():
         raise BenchmarkError(f"perturbation {perturbation!r} is not evaluated in task {data.task.name}; "
                              f"expected one of {', '.join(data.eval_perturbations())}")
@@ -99,15 +96,15 @@ def trajectories(run_dir: Path, perturbation: str, frames: tuple[float, ...], n:
     for kind, states in (("forward", fwd), ("reverse", rev)):
         if kind == "reverse":
             states = {t: states[t] for t in sorted(states, reverse=True)}
-        path = Path(out) / f"{manifest['run_id']}-{perturbation.replace('/', '_')}-{kind}.png"
-        title = f"{manifest['method']} on {data.task.name} (seed {manifest['seed']}), {what[kind]}"
+        path = Path(out) / f"{run_id}-{perturbation.replace('/', '_')}-{kind}.png"
+        title = f"{label}, {what[kind]}"
         written.append(strip_figure(states, title, display_key(data.task.channels), path))
         io.write_npy(path.with_suffix(".npy"), strip(states))  # the frames as pixels, for analysis
         written.append(path.with_suffix(".npy"))
-    record = Path(out) / f"{manifest['run_id']}-{perturbation.replace('/', '_')}.json"
+    record = Path(out) / f"{run_id}-{perturbation.replace('/', '_')}.json"
     written.append(record)
     io.write_json(record,
-                  {"run_id": manifest["run_id"], "perturbation": perturbation, "frames": list(frames), "seed": seed,
+                  {"run_id": run_id, "perturbation": perturbation, "frames": list(frames), "seed": seed,
                    "control_keys": data.obs["SAMPLE_KEY"].iloc[ctrl].tolist(),
                    "treated_keys": data.obs["SAMPLE_KEY"].iloc[trt].tolist(),
                    "solver": getattr(method.config, "solver", None), "nfe": getattr(method.config, "nfe", None)})

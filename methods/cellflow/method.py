@@ -129,7 +129,7 @@ def ema_decay(target: float, step: int) -> float:
 
 class CellFlow(Method):
     name = "cellflow"
-    capabilities = Capabilities(needs_control=True, unseen_perturbations=True)
+    capabilities = Capabilities(needs_control=True, unseen_perturbations=True, trajectories=True)
     Config = CellFlowConfig
     profiles = PROFILES
     default_profile = "quick"

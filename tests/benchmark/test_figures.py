@@ -4,7 +4,7 @@ import pytest
 
 from benchmark.errors import BenchmarkError
 from benchmark.figures import sample_perturbations
-from benchmark.trajectory import display_key
+from benchmark.display import display_key
 
 
 def test_the_sample_grid_shows_one_compound_per_moa_unless_named(tiny_data):

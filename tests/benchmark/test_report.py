@@ -96,3 +96,25 @@ def test_a_rerun_removes_what_the_report_no_longer_writes_and_nothing_else(resul
     assert not (out / "table2b.csv").exists() and not (out / "synthetic-tiny-ood" / "tables.md").exists()
     assert (out / "synthetic-tiny-ood" / "my notes.txt").read_text() == "mine"  # not the report's: kept
     assert (out / "synthetic-tiny" / "tables.md").is_file() and "table2b" not in (out / "tables.md").read_text()
+
+
+def test_the_report_only_reads_stored_runs():
+    """report and figures import nothing that trains or loads a model: no methods, runner or trajectory."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).parents[2] / "benchmark"
+    for name in ("report.py", "figures.py"):
+        tree = ast.parse((root / name).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        bad = {m for m in imported if m.split(".")[0] == "methods" or m in ("benchmark.runner", "benchmark.trajectory")}
+        assert bad == set(), (name, bad)
+
+
+def test_a_flow_run_draws_its_trajectories_and_the_report_collects_them(results, tmp_path):
+    out, runs = results
+    drawn = sorted(p.name for r in runs.iterdir() if "-cellflow-" in r.name for p in (r / "trajectories").glob("*.png"))
+    assert drawn and all(name.endswith(("-forward.png", "-reverse.png")) for name in drawn)
+    collected = sorted(p.name for p in (out / "figures" / "synthetic-tiny" / "trajectories").glob("*.png"))
+    assert set(collected) <= set(drawn) and collected  # the default-variant run's strips, copied as they are
