@@ -105,6 +105,7 @@ class Method(ABC):
     Config: ClassVar[type] = None  # a dataclass type; None = no options
     profiles: ClassVar[dict[str, dict[str, Any]]] = {}
     default_profile: ClassVar[str | None] = None  # the profile a run without --profile uses (recorded by name)
+    display_order: ClassVar[int] = 5  # row order in tables, as the paper: floor 0, baselines, ours, ceiling 9
     ablations: ClassVar[tuple[str, ...]] = ()  # profiles that a sweep with --ablations adds (Table 2c)
     # what one run needs on a cluster; a sweep's --resources overrides per method
     resources: ClassVar[dict[str, Any]] = {"gpus": 0, "cpus": 2, "mem_gb": 8, "time_min": 60}

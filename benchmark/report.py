@@ -24,8 +24,6 @@ from benchmark.store import RunStore
 KEYS = ["task", "method", "variant", "config", "metric", "feature_space", "perturbation", "extractor_sha256"]
 TABLE1A = [("fid_o", "FID_o", 1.0), ("fid_c", "FID_c", 1.0), ("kid_o", "KID_o x100", 100.0), ("kid_c", "KID_c x100", 100.0)]
 PAIRED = [("paired_rmse", "pixels", "paired RMSE"), ("paired_morph", "morphology", "paired morph. dist.")]
-# order rows as the paper does: floor, baselines, ours, ceiling; unknown methods alphabetically after
-METHOD_ORDER = {"identity": 0, "phendiff": 1, "impa": 2, "cellflow": 3, "oracle": 9}
 
 
 def config_hash(manifest: dict) -> str:
@@ -69,7 +67,9 @@ def leaderboard(runs) -> pd.DataFrame:
         git_sha=("git_sha", lambda s: ",".join(sorted(set(str(x)[:12] for x in s)))),
         runs=("run_id", lambda s: len(set(s))),
     ).reset_index()
-    agg["_order"] = agg["method"].map(METHOD_ORDER).fillna(5)
+    # rows as the methods declare (the paper's order: floor, baselines, ours, ceiling), then alphabetically
+    order = {r.manifest["method"]: r.manifest["display_order"] for r in runs}
+    agg["_order"] = agg["method"].map(order).fillna(5)
     agg = agg.sort_values(["task", "_order", "method", "variant", "config", "feature_space", "metric", "perturbation"]).drop(columns="_order")
     n_configs = agg.groupby(["task", "method", "variant"])["config"].transform("nunique")
     agg["label"] = [_label(m, v) + (f" [{c}]" if k > 1 else "") for m, v, c, k in
@@ -308,7 +308,8 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
         figs, fig_notes = figures(chosen, data_dir, results_dir / "figures", sample_perts)
     else:
         figs, fig_notes = [], ["figures: not drawn (pass --data-dir: they need the tasks' images)"]
-    written += figs + overview(lb, results_dir, figs, fig_notes)
+    specs = {r.manifest["task"]["name"]: r.manifest["task"] for r in runs}
+    written += figs + overview(lb, specs, results_dir, figs, fig_notes)
     _forget_stale(results_dir, written)
     return written
 
@@ -332,17 +333,20 @@ def _forget_stale(results_dir: Path, written: list[Path]) -> None:
     io.write_text(listing, "\n".join(now) + "\n")
 
 
-def overview(lb: pd.DataFrame, results_dir: Path, figs: list[Path] = (), fig_notes: list[str] = ()) -> list[Path]:
-    """Tables across tasks: 2b (unseen perturbations), 2d (same- vs other-batch controls), ranks; figure index."""
+def overview(lb: pd.DataFrame, specs: dict[str, dict], results_dir: Path, figs: list[Path] = (),
+             fig_notes: list[str] = ()) -> list[Path]:
+    """Tables across tasks: 2b (unseen perturbations), 2d (same- vs other-batch controls), ranks; figure index.
+    Which task plays which part comes from the tasks' declarations recorded in the runs."""
     tasks = sorted(set(lb["task"]))
     md, written = ["# Across tasks\n"], []
-    ood = [t for t in tasks if t.endswith("-ood")]
+    ood = [t for t in tasks if specs[t].get("eval_only_heldout") and specs[t].get("heldout")]
     if ood:
         t2b = table_pick(lb, ood)
         io.write_csv(results_dir / "table2b.csv", t2b)
         md += ["\n## Table 2b: unseen perturbations (zero-shot through their embeddings)\n", to_markdown(t2b, ".4g")]
         written.append(results_dir / "table2b.csv")
-    pairs = [(t[: -len("-batchswap")], t) for t in tasks if t.endswith("-batchswap") and t[: -len("-batchswap")] in tasks]
+    pairs = [(specs[t]["variant_of"], t) for t in tasks
+             if specs[t].get("pairing") == "other-batch" and specs[t]["variant_of"] in tasks]
     if pairs:
         parts = []
         for same, other in pairs:

@@ -305,6 +305,7 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
         "run_id": run_id,
         "method": cls.name,
         "method_origin": METHODS.origin(cls.name),
+        "display_order": cls.display_order,
         "variant": variant,
         # a run scored from another carries the settings it was trained with, then its own --set
         "profile": (cfg.profile or cls.default_profile) if cfg.from_run is None else trained.get("profile"),

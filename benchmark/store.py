@@ -72,9 +72,24 @@ def read_manifest(run_dir: Path, need_model: bool = False) -> dict:
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
         raise BenchmarkError(f"{run_dir}: not a run directory (no {MANIFEST})")
-    manifest = json.loads(path.read_text())
+    manifest = _upgraded(json.loads(path.read_text()))
     if need_model and not (Path(run_dir) / "model").is_dir():
         raise BenchmarkError(f"{run_dir}: the run stored no model/ directory")
+    return manifest
+
+
+# what runs recorded before 2026-12-03 did not say of themselves; filled in on read, here only
+_LEGACY_ORDER = {"identity": 0, "phendiff": 1, "impa": 2, "cellflow": 3, "oracle": 9}
+_LEGACY_SUFFIXES = ("-ood", "-batchswap")
+
+
+def _upgraded(manifest: dict) -> dict:
+    """A manifest in today's form, whatever version wrote it."""
+    manifest.setdefault("display_order", _LEGACY_ORDER.get(manifest.get("method"), 5))
+    task = manifest.get("task", {})
+    if "variant_of" not in task:
+        name = task.get("name", "")
+        task["variant_of"] = next((name[: -len(s)] for s in _LEGACY_SUFFIXES if name.endswith(s)), "")
     return manifest
 
 

@@ -19,6 +19,7 @@ from benchmark.method import Capabilities, GenerateRequest, Method, TrainData, t
 
 class Identity(Method):
     name = "identity"
+    display_order = 0
     capabilities = Capabilities(needs_control=True, unseen_perturbations=True)
 
     def fit(self, data: TrainData, *, seed: int, workdir: Path) -> dict[str, Any]:
@@ -68,6 +69,7 @@ class HeldoutPool:
 
 class Oracle(Method):
     name = "oracle"
+    display_order = 9
     capabilities = Capabilities(needs_control=False, unseen_perturbations=True, reads_heldout=True)
 
     def __init__(self, config: Any = None) -> None:

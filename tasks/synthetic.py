@@ -53,10 +53,10 @@ def synthetic_task(variant: str = "", size: str = "default", seed: int = 0) -> T
     if variant == "ood":
         held = tuple(c for c in OOD_COMPOUNDS if c in config.compounds)
         return Task(name=f"synthetic{sized}{suffix}", description="compounds never seen in training, conditioned by fingerprint",
-                    heldout=held, eval_only_heldout=True, **common)
+                    heldout=held, eval_only_heldout=True, variant_of=f"synthetic{sized}", **common)
     if variant == "batchswap":
         return Task(name=f"synthetic{sized}{suffix}", description="controls taken from another plate than the target",
-                    pairing="other-batch", **common)
+                    pairing="other-batch", variant_of=f"synthetic{sized}", **common)
     raise ValueError(variant)
 
 

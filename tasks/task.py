@@ -45,6 +45,7 @@ class Task:
     layout: str = ""  # the on-disk layout `prepare` packs for this task (tasks/layouts.py)
     moa: bool = False  # ANNOT holds mechanisms of action: MoA accuracy is scored (Table 2a)
     eval_seed: int = 0
+    variant_of: str = ""  # the task this one varies (an -ood or -batchswap task's base), for tables across tasks
     # declared shape of the published data, so networks can be sized before the data are there (`describe`)
     embedding_dim: int = 0  # width of the perturbation embedding table
     n_perturbations: int = 0  # treated perturbations in the dataset, held-out ones included

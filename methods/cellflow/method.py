@@ -133,6 +133,7 @@ class CellFlow(Method):
     Config = CellFlowConfig
     profiles = PROFILES
     default_profile = "quick"
+    display_order = 3
     ablations = ("no-condition", "no-cfg", "no-noise")
     resources = {"gpus": 1, "cpus": 8, "mem_gb": 64, "time_min": 24 * 60}
 

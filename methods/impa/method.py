@@ -81,6 +81,7 @@ class IMPA(Method):
     Config = IMPAConfig
     profiles = PROFILES
     default_profile = "quick"
+    display_order = 2
     resources = {"gpus": 1, "cpus": 8, "mem_gb": 64, "time_min": 24 * 60}
 
     def __init__(self, config: IMPAConfig | None = None) -> None:

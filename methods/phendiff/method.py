@@ -93,6 +93,7 @@ class PhenDiff(Method):
     Config = PhenDiffConfig
     profiles = PROFILES
     default_profile = "quick"
+    display_order = 1
     resources = {"gpus": 1, "cpus": 8, "mem_gb": 64, "time_min": 24 * 60}
 
     def __init__(self, config: PhenDiffConfig | None = None) -> None:

@@ -84,3 +84,18 @@ def test_the_run_format_is_named_only_in_the_store():
                     and ("manifest.json" in node.value or "metrics.csv" in node.value):
                 offenders.append(f"{path.relative_to(root)}:{node.lineno}")
     assert offenders == []
+
+
+def test_older_manifests_are_brought_to_todays_form_on_read(tmp_path):
+    """Runs recorded before methods declared their table order and tasks their base task still report alike."""
+    from benchmark.store import MANIFEST, read_manifest
+
+    for method, task, order, base in (("cellflow", "synthetic-batchswap", 3, "synthetic"),
+                                      ("oracle", "bbbc021-ood", 9, "bbbc021"), ("mine", "synthetic", 5, "")):
+        run = tmp_path / f"{method}-{task}"
+        run.mkdir()
+        (run / MANIFEST).write_text(json.dumps({"method": method, "task": {"name": task}}))
+        m = read_manifest(run)
+        assert m["display_order"] == order and m["task"]["variant_of"] == base
+    (run / MANIFEST).write_text(json.dumps({"method": "mine", "display_order": 4, "task": {"name": "x-ood", "variant_of": ""}}))
+    assert read_manifest(run)["display_order"] == 4 and read_manifest(run)["task"]["variant_of"] == ""
