@@ -19,6 +19,7 @@ import pandas as pd
 
 from benchmark import io
 from benchmark.errors import BenchmarkError
+from benchmark.metrics.stats import t_half_width
 from benchmark.store import RunStore
 
 KEYS = ["task", "method", "variant", "config", "metric", "feature_space", "perturbation", "extractor_sha256"]
@@ -29,14 +30,6 @@ PAIRED = [("paired_rmse", "pixels", "paired RMSE"), ("paired_morph", "morphology
 def config_hash(manifest: dict) -> str:
     """Short hash of a run's resolved method config: what tells two settings of one method apart."""
     return io.sha256_bytes(json.dumps(manifest.get("config", {}), sort_keys=True).encode())[:8]
-
-
-def _seed_ci95(v: pd.Series) -> float:
-    """Half-width of the 95% t interval of the mean over seeds (NaN for one seed)."""
-    from scipy import stats
-
-    n = len(v)
-    return float(stats.t.ppf(0.975, n - 1) * np.std(v, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
 
 
 def leaderboard(runs) -> pd.DataFrame:
@@ -55,7 +48,7 @@ def leaderboard(runs) -> pd.DataFrame:
     agg = df.groupby(KEYS, sort=True).agg(
         value=("value", "mean"),
         seed_std=("value", lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")),
-        seed_ci95=("value", _seed_ci95),
+        seed_ci95=("value", t_half_width),
         ci_low=("ci_low", "mean"),
         ci_high=("ci_high", "mean"),
         n_seeds=("seed", "nunique"),

@@ -20,7 +20,7 @@ from benchmark import io
 from .channels import get_rule
 from .distances import fid, kid
 from .features import EXTRACTORS, ExtractorContext, Morphology
-from .moa import bootstrap_ci
+from .stats import bootstrap_ci, normal_ci_from_bootstrap
 
 COLUMNS = ["metric", "feature_space", "perturbation", "value", "std", "n_gen", "n_real", "channel_rule",
            "extractor_sha256", "metric_seed", "ci_low", "ci_high"]
@@ -70,10 +70,8 @@ def distribution_rows(real: dict[str, np.ndarray], gen: dict[str, np.ndarray], p
         return np.array([np.mean([fid(gen[v][gb], real[v][ra]) for v in views]) for ra, gb in reps])
 
     def ci(value: float, reps: np.ndarray) -> dict:
-        # normal interval from the bootstrap spread: resampling duplicates images, which biases bootstrap FIDs
-        # upwards, so percentile intervals of FID can miss the estimate itself
-        half = 1.96 * float(reps.std(ddof=1))
-        return dict(ci_low=value - half, ci_high=value + half)
+        lo, hi = normal_ci_from_bootstrap(value, reps)
+        return dict(ci_low=lo, ci_high=hi)
 
     all_r, all_g = np.arange(len(perts_real)), np.arange(len(perts_gen))
     f, k, ks, size = both(all_r, all_g)

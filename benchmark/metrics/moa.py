@@ -25,6 +25,8 @@ from tqdm.auto import tqdm
 from benchmark import io
 from benchmark.errors import BenchmarkError
 
+from .stats import bootstrap_ci
+
 
 @dataclass(frozen=True)
 class MoAConfig:
@@ -34,17 +36,6 @@ class MoAConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
-
-
-def bootstrap_ci(correct: np.ndarray, seed: int, n_boot: int = 1000, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of a mean (resampling images with replacement, seeded)."""
-    x = np.asarray(correct, dtype=float)
-    if len(x) == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-    a = (1 - level) / 2
-    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
 def _as_input(images: np.ndarray) -> torch.Tensor:

@@ -4,7 +4,6 @@ import pandas as pd
 import pytest
 
 from benchmark.cli import main
-from benchmark.report import _seed_ci95
 
 from .conftest import TINY_CELLFLOW
 
@@ -50,12 +49,6 @@ def test_ablations_unseen_and_batch_tables_and_ranks(results):
     lb = pd.read_csv(results / "synthetic-tiny" / "leaderboard.csv")
     cf = lb[(lb["label"] == "cellflow") & (lb["metric"] == "fid_o")].iloc[0]
     assert cf["n_seeds"] == 2 and cf["seed_ci95"] > 0
-
-
-def test_seed_interval_is_the_t_interval():
-    v = pd.Series([1.0, 2.0, 3.0])
-    assert _seed_ci95(v) == pytest.approx(4.302652729911275 * 1.0 / 3 ** 0.5)  # t(0.975, 2) * sd / sqrt(n)
-    assert pd.isna(_seed_ci95(pd.Series([1.0])))
 
 
 def test_figures_are_drawn_and_the_whole_report_is_byte_identical_on_rerun(results, data_dir, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.cli import main
-from benchmark.metrics.moa import MoAClassifier, MoAConfig, bootstrap_ci
+from benchmark.metrics.moa import MoAClassifier, MoAConfig
 
 CFG = MoAConfig(backbone="resnet10t", epochs=8, batch_size=32, lr=3e-3)
 
@@ -45,17 +45,6 @@ def test_saved_classifier_predicts_the_same_and_its_hash_is_stable(tmp_path):
     again = MoAClassifier.load(tmp_path / "moa.pt")
     assert np.array_equal(again.predict(x), clf.predict(x)) and again.weights_sha256 == clf.weights_sha256
 
-
-def test_bootstrap_interval_contains_the_estimate_and_shrinks_with_n():
-    rng = np.random.default_rng(0)
-    small, large = rng.random(50) < 0.7, rng.random(800) < 0.7
-    for ok in (small, large):
-        lo, hi = bootstrap_ci(ok, seed=0)
-        assert lo <= ok.mean() <= hi
-    w_small = np.subtract(*bootstrap_ci(small, 0)[::-1])
-    w_large = np.subtract(*bootstrap_ci(large, 0)[::-1])
-    assert w_large < w_small / 2.5  # ~ 1/sqrt(n): sqrt(800/50) = 4
-    assert bootstrap_ci(small, 0) == bootstrap_ci(small, 0)  # seeded
 
 
 def test_runs_score_moa_accuracy_with_ceiling_and_provenance(tmp_path, data_dir, tiny_data):
