@@ -41,23 +41,12 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     from benchmark.registry import TASKS
-    from tasks.layouts import LAYOUTS
-    from tasks.packed import pack
-    from tasks.published import store_dir
+    from tasks.published import prepare
 
-    task = TASKS.get(args.task)
-    if task.layout not in LAYOUTS:  # the simulated screen: simulated, then packed by the same code
-        if args.source is not None:
-            raise BenchmarkError(f"task {task.name} is simulated; it takes no --source")
-        data = task.load(args.data_dir)
-        print(f"{task.name}: {len(data.obs)} crops packed under {data.source}")
-        return
-    if args.source is None:
-        raise BenchmarkError(f"task {task.name}: --source DIR (the unzipped IMPA_sources directory) is required")
-    dest = pack(LAYOUTS[task.layout], args.source, store_dir(args.data_dir, task.layout), embeddings=args.embeddings,
-                eval_index=args.eval_index, force=args.force)
-    data = task.load(args.data_dir)
-    print(f"{task.name}: {len(data.obs)} crops packed in {dest}; {len(data.eval_perturbations())} perturbations evaluated")
+    data = prepare(TASKS.get(args.task), args.source, args.data_dir, embeddings=args.embeddings,
+                   eval_index=args.eval_index, force=args.force)
+    print(f"{data.task.name}: {len(data.obs)} crops packed in {data.source}; {len(data.eval_perturbations())} "
+          "perturbations evaluated")
 
 
 def cmd_run(args: argparse.Namespace) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from benchmark.errors import BenchmarkError
 
 from .layouts import LAYOUTS
-from .packed import is_packed, load_packed
+from .packed import is_packed, load_packed, pack
 from .task import Task, TaskData
 
 # the BBBC021 compounds CellFlux holds out (Table 2b / 4)
@@ -47,6 +47,21 @@ def load_published(data_dir: Path, layout: str, task_name: str) -> TaskData:
     p = load_packed(dest)
     return TaskData(images=p.images, obs=p.obs, embeddings=p.embeddings, source=str(dest),
                     eval_subset=p.eval_perturbations, sha256=p.obs["SHA256"].tolist())
+
+
+def prepare(task: Task, source: Path | None, data_dir: Path, *, embeddings: Path | None = None,
+            eval_index: Path | None = None, force: bool = False) -> TaskData:
+    """`python -m benchmark prepare`: check a published dataset and pack it (the simulated screen is simulated and
+    packed by the same code, and takes no source); returns the task's data read back from the store."""
+    if task.layout not in LAYOUTS:
+        if source is not None:
+            raise BenchmarkError(f"task {task.name} is simulated; it takes no --source")
+        return task.load(data_dir)
+    if source is None:
+        raise BenchmarkError(f"task {task.name}: --source DIR (the unzipped IMPA_sources directory) is required")
+    pack(LAYOUTS[task.layout], source, store_dir(data_dir, task.layout), embeddings=embeddings, eval_index=eval_index,
+         force=force)
+    return task.load(data_dir)
 
 
 def published_tasks() -> list[Task]:

@@ -178,3 +178,12 @@ def test_concurrent_preparations_of_one_dataset_both_succeed(sources, tmp_path):
         results = list(pool.map(_pack_bbbc021, [sources["bbbc021"]] * 4, [dest] * 4))
     assert results == [str(dest)] * 4 and is_packed(dest)
     assert len(packed.load_packed(dest).obs) == 48 and not list(dest.parent.glob(".*partial*"))
+
+
+def test_prepare_of_the_simulated_screen_takes_no_source_and_a_published_task_needs_one(data_dir, tiny_data, capsys):
+    assert main(["prepare", "synthetic-tiny", "--data-dir", str(data_dir)]) == 0
+    assert "synthetic-tiny: 204 crops packed in" in capsys.readouterr().out
+    assert main(["prepare", "synthetic-tiny", "--data-dir", str(data_dir), "--source", str(data_dir)]) == 2
+    assert "is simulated; it takes no --source" in capsys.readouterr().err
+    assert main(["prepare", "bbbc021", "--data-dir", str(data_dir)]) == 2
+    assert "--source DIR (the unzipped IMPA_sources directory) is required" in capsys.readouterr().err
