@@ -258,9 +258,7 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
     if not cfg.reuse_generated:
         method.save(stage / "model")
         if cls.capabilities.reads_heldout:
-            from methods.reference import HeldoutPool
-
-            method.attach_heldout(HeldoutPool(data, plan.heldout_pool, seed=plan.seed))
+            method.attach_heldout(data.heldout_pool(plan))
     seed_everything(cfg.seed)
     stages.start(f"generate: {len(plan.requests)} images ({plan.requests['CPD_NAME'].nunique()} perturbations)")
     t_gen = time.time()

@@ -210,6 +210,10 @@ class TaskData:
         return EvalPlan(reference=obs.iloc[ref].assign(row=ref).reset_index(drop=True), requests=req, seed=seed,
                         heldout_pool=pool)
 
+    def heldout_pool(self, plan: EvalPlan) -> "HeldoutPool":
+        """Real held-out images for the oracle: never the plan's reference images (seeded by the plan)."""
+        return HeldoutPool(self, plan.heldout_pool, seed=plan.seed)
+
     def counterfactual(self, control_keys: list[str], perts: list[str]) -> np.ndarray | None:
         """The true perturbed version of each control cell, where the task knows it."""
         if self.counterfactuals is None:
@@ -221,3 +225,42 @@ class TaskData:
         except KeyError:
             return None
         return self.counterfactuals[rows]
+
+
+class HeldoutPool:
+    """Real held-out target images for the oracle.
+
+    On a simulated screen it returns each control cell's true counterfactual
+    (the same cell, perturbed): a disjoint real image of the same distribution.
+    Elsewhere it draws, without replacement where possible, from held-out
+    targets of the same perturbation and batch that are not in the reference.
+    """
+
+    def __init__(self, data: "TaskData", pool_rows: np.ndarray, seed: int) -> None:
+        self.data = data
+        rng = np.random.default_rng(seed)
+        obs = data.obs.iloc[pool_rows]
+        self.rows = {key: rng.permutation(group.index) for key, group in obs.groupby(["CPD_NAME", "BATCH"])}
+        self.by_pert = {key: rng.permutation(group.index) for key, group in obs.groupby("CPD_NAME")}
+        self.cursor: dict[object, int] = {}
+
+    def _next(self, key: object, pool: np.ndarray) -> int:
+        """Cycle through a shuffled pool: no repeats until it is exhausted."""
+        i = self.cursor.get(key, 0)
+        self.cursor[key] = i + 1
+        return int(pool[i % len(pool)])
+
+    def draw(self, control_keys: list[str], perturbations: list[str], target_batches: list[str]) -> np.ndarray:
+        """(N, H, W, C) uint8: one real held-out image per request."""
+        cf = self.data.counterfactual(control_keys, perturbations)
+        if cf is not None:
+            return np.asarray(cf)
+        picks = []
+        for pert, batch in zip(perturbations, target_batches):
+            key, pool = (pert, batch), self.rows.get((pert, batch))
+            if pool is None or len(pool) == 0:
+                key, pool = pert, self.by_pert.get(pert)
+            if pool is None or len(pool) == 0:
+                raise LookupError(f"no held-out image of {pert!r} for the oracle")
+            picks.append(self._next(key, pool))
+        return np.asarray(self.data.images[np.asarray(picks)])
