@@ -38,7 +38,7 @@ def sample_perturbations(data, wanted: list[str] | None = None) -> list[str]:
         return list(wanted)
     if not data.task.moa:
         return evaluated[:N_PERTURBATIONS]
-    annot = data.obs.drop_duplicates("CPD_NAME").set_index("CPD_NAME")["ANNOT"]
+    annot = data.annotations()
     first = {}
     for p in evaluated:
         first.setdefault(annot[p], p)
@@ -52,6 +52,7 @@ def samples_figure(data, plan, chosen: dict[str, object], path: Path, perts: lis
     import matplotlib.pyplot as plt
 
     ref = plan.reference.reset_index(drop=True)
+    annot = data.annotations()
     cols = ["real target", "control", *chosen]
     fig, axes = plt.subplots(len(perts), len(cols), figsize=(1.3 * len(cols), 1.3 * len(perts)), squeeze=False)
     for i, pert in enumerate(perts):
@@ -67,7 +68,7 @@ def samples_figure(data, plan, chosen: dict[str, object], path: Path, perts: lis
             if i == 0:
                 ax.set_title(cols[j], fontsize=7)
             if j == 0:
-                moa = f"\n({data.obs.loc[data.obs['CPD_NAME'] == pert, 'ANNOT'].iloc[0]})" if data.task.moa else ""
+                moa = f"\n({annot[pert]})" if data.task.moa else ""
                 ax.set_ylabel(f"{pert}{moa}", fontsize=6)
     fig.suptitle(f"{data.task.name}: {display_key(data.task.channels)}", fontsize=7)
     fig.tight_layout()

@@ -210,6 +210,10 @@ class TaskData:
         return EvalPlan(reference=obs.iloc[ref].assign(row=ref).reset_index(drop=True), requests=req, seed=seed,
                         heldout_pool=pool)
 
+    def annotations(self) -> pd.Series:
+        """Each perturbation's ANNOT (its MoA where the task has MoAs), indexed by CPD_NAME."""
+        return self.obs.drop_duplicates("CPD_NAME").set_index("CPD_NAME")["ANNOT"].astype(str)
+
     def heldout_pool(self, plan: EvalPlan) -> "HeldoutPool":
         """Real held-out images for the oracle: never the plan's reference images (seeded by the plan)."""
         return HeldoutPool(self, plan.heldout_pool, seed=plan.seed)

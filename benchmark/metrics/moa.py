@@ -132,7 +132,7 @@ def classifier_for(data, cache_dir: Path, split_hash: str, config: MoAConfig = M
 
 def moa_rows(clf: MoAClassifier, data, plan, generated: np.ndarray, seed: int) -> list[dict]:
     """Accuracy on generated images and on the real reference (ceiling), overall and per MoA, with CIs."""
-    annot = data.obs.drop_duplicates("CPD_NAME").set_index("CPD_NAME")["ANNOT"].astype(str)
+    annot = data.annotations()
     target = annot.loc[plan.requests["CPD_NAME"]].to_numpy()
     real_target = moa_label(plan.reference, data.control)
     gen_ok = clf.predict(generated) == target
