@@ -48,6 +48,27 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """Autocast for a config's `mixed_precision` ("no" | "bf16" | "fp16" | "auto") on `device`."""
+    resolved = resolve_precision(precision, device)
+    dtype = torch.float16 if resolved == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=resolved in ("bf16", "fp16"))
+
+
+def epochs_to_steps(epochs: float, steps: int, n_items: int, batch_size: int) -> int:
+    """`steps`, or `epochs` passes over `n_items` in full batches (an official loader's epoch, with drop_last)."""
+    return steps if epochs <= 0 else max(1, round(epochs * (n_items // batch_size)))
+
+
+def decide(p: float, per: str, n: int, g: torch.Generator, group: int = 0) -> torch.Tensor:
+    """n booleans, each True with probability p: drawn per sample, or once per batch (per group of `group`
+    samples where set: the official CellFlux code decides once per GPU's batch of 32)."""
+    if per == "sample":
+        return torch.rand(n, generator=g) < p
+    group = group or n
+    return (torch.rand(-(-n // group), generator=g) < p).repeat_interleave(group)[:n]
+
+
 def pad_to_multiple(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Reflect-pad height and width up to multiples of `factor`, for networks that halve the size len(levels)-1
     times; the caller crops its output back to the input's size."""

@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.method import Capabilities, GenerateRequest, Method, TrainData
-from methods.training import (accumulate, as_float, batch_record, image_flips, load_checkpoint, random_flips,
-                              resolve_device, resolve_precision, save_checkpoint)
+from methods.training import (accumulate, as_float, autocast, batch_record, decide, epochs_to_steps, image_flips,
+                              load_checkpoint, random_flips, resolve_device, resolve_precision, save_checkpoint)
 
 from .adm import AdmUNet
 from .path import interpolate, ot_pairing, sample_time, target_velocity
@@ -162,9 +162,7 @@ class CellFlow(Method):
         return resolve_precision(self.config.mixed_precision, self._device()) == "bf16"
 
     def _autocast(self) -> torch.autocast:
-        precision = resolve_precision(self.config.mixed_precision, self._device())
-        dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-        return torch.autocast(self._device().type, dtype=dtype, enabled=precision in ("bf16", "fp16"))
+        return autocast(self.config.mixed_precision, self._device())
 
     def _build(self, channels: int, cond_dim: int) -> None:
         c = self.config
@@ -196,20 +194,12 @@ class CellFlow(Method):
         if c.p_noise <= 0:
             return x0
         n = x0.shape[0]
-        use = self.decide(c.p_noise, c.noise_per, n, g)
+        use = decide(c.p_noise, c.noise_per, n, g, c.batch_group)
         eps = torch.randn(x0.shape, generator=g)
         if c.noise_blur > 0:
             eps = gaussian_blur(eps, 2 * math.ceil(3 * c.noise_blur) + 1, c.noise_blur)
             eps = eps / eps.std(dim=(1, 2, 3), keepdim=True)
         return x0 + c.noise_std * eps * use.view(-1, 1, 1, 1).to(x0)
-
-    def decide(self, p: float, per: str, n: int, g: torch.Generator) -> torch.Tensor:
-        """n booleans, each True with probability p: drawn per sample, or once per batch (per group of
-        `batch_group` samples where set: the official code decides once per GPU's batch of 32)."""
-        if per == "sample":
-            return torch.rand(n, generator=g) < p
-        group = self.config.batch_group or n
-        return (torch.rand(-(-n // group), generator=g) < p).repeat_interleave(group)[:n]
 
     def loss_inputs(self, x0: torch.Tensor, x1: torch.Tensor, emb: torch.Tensor,
                     g: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -219,7 +209,7 @@ class CellFlow(Method):
         c = self.config
         n = x0.shape[0]
         x0 = self.augment(x0, g)
-        drop = self.decide(c.p_drop, c.p_drop_per, n, g) if c.condition else torch.ones(n, dtype=torch.bool)
+        drop = decide(c.p_drop, c.p_drop_per, n, g, c.batch_group) if c.condition else torch.ones(n, dtype=torch.bool)
         t = sample_time(n, c.time_sampling, g)
         return interpolate(x0, x1, t), t, emb, drop, target_velocity(x0, x1)
 
@@ -336,7 +326,7 @@ class CellFlow(Method):
         """`steps`, or `epochs` passes over the treated training images in full batches (the official loader
         iterates over treated images, with drop_last)."""
         c = self.config
-        return c.steps if c.epochs <= 0 else max(1, round(c.epochs * (n_treated // c.batch_size)))
+        return epochs_to_steps(c.epochs, c.steps, n_treated, c.batch_size)
 
     def field(self, emb: torch.Tensor, alpha: float | None = None) -> GuidedField:
         net = self.ema if self.config.use_ema else self.model

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.method import Capabilities, GenerateRequest, Method, TrainData
-from methods.training import as_float, load_checkpoint, random_flips, resolve_device, save_checkpoint
+from methods.training import as_float, epochs_to_steps, load_checkpoint, random_flips, resolve_device, save_checkpoint
 
 from .networks import Discriminator, Generator, MappingNetwork, StyleEncoder, kaiming_init
 
@@ -218,7 +218,7 @@ class IMPA(Method):
     def total_steps(self, n_controls: int) -> int:
         """`steps`, or `epochs` passes over the training controls in full batches (the official epoch)."""
         c = self.config
-        return c.steps if c.epochs <= 0 else max(1, round(c.epochs * (n_controls // c.batch_size)))
+        return epochs_to_steps(c.epochs, c.steps, n_controls, c.batch_size)
 
     def inference_z(self, seed: int, n: int = 1) -> torch.Tensor:
         """The paper's protocol: summarise n_z standard-normal draws (mean, or a quantile) into one z, shared by

@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.method import Capabilities, GenerateRequest, Method, TrainData
-from methods.training import (accumulate, as_float, batch_record, load_checkpoint, random_flips, resolve_device,
-                              resolve_precision, save_checkpoint)
+from methods.training import (accumulate, as_float, autocast, batch_record, decide, load_checkpoint, random_flips,
+                              resolve_device, resolve_precision, save_checkpoint)
 
 from .model import CONTROL, NULL, PERTURBATION, Denoiser
 
@@ -114,9 +114,7 @@ class PhenDiff(Method):
         return resolve_device(self.config.device)
 
     def _autocast(self) -> torch.autocast:
-        precision = resolve_precision(self.config.mixed_precision, self._device())
-        dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-        return torch.autocast(self._device().type, dtype=dtype, enabled=precision in ("bf16", "fp16"))
+        return autocast(self.config.mixed_precision, self._device())
 
     def _resized(self, x: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """x at the working size (`resize`), or back at `size`; bilinear, antialiased when shrinking."""
@@ -202,11 +200,7 @@ class PhenDiff(Method):
             if c.flip_augment:
                 (x0,) = random_flips(g, x0)
             kind = row_kind[pick].clone()
-            if c.p_uncond_per == "batch":
-                if torch.rand(1, generator=g) < c.p_uncond:
-                    kind[:] = NULL
-            else:
-                kind[torch.rand(len(pick), generator=g) < c.p_uncond] = NULL
+            kind[decide(c.p_uncond, c.p_uncond_per, len(pick), g)] = NULL
             inputs = self.loss_inputs(x0, emb_table[row_pert[pick]], kind, g)
             opt.zero_grad(set_to_none=True)
             loss = accumulate(self.denoiser_loss, inputs, c.grad_accum, scaler)

@@ -11,6 +11,7 @@ from methods.cellflow import CellFlow, CellFlowConfig
 from methods.cellflow.method import PROFILES
 from methods.cellflow.path import sample_time
 from methods.cellflow.solver import GuidedField, edm_grid, integrate
+from methods.training import decide
 
 
 def test_skewed_times_have_the_official_mean():
@@ -39,11 +40,10 @@ def test_epochs_convert_to_steps_as_the_official_loader_counts_them():
 
 
 def test_per_batch_decisions_are_made_per_group_of_the_official_per_gpu_batch():
-    m = CellFlow(CellFlowConfig(batch_group=32))
     for seed in range(5):
-        use = m.decide(0.5, "batch", 128, torch.Generator().manual_seed(seed)).view(4, 32)
+        use = decide(0.5, "batch", 128, torch.Generator().manual_seed(seed), group=32).view(4, 32)
         assert (use == use[:, :1]).all()  # one decision per group of 32
-    groups = torch.stack([m.decide(0.5, "batch", 128, torch.Generator().manual_seed(s)).view(4, 32)[:, 0]
+    groups = torch.stack([decide(0.5, "batch", 128, torch.Generator().manual_seed(s), group=32).view(4, 32)[:, 0]
                           for s in range(200)]).float()
     assert 0.4 < groups.mean() < 0.6 and (groups.std(0) > 0).all()  # groups vary independently of each other
 
