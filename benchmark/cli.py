@@ -49,11 +49,16 @@ def cmd_prepare(args: argparse.Namespace) -> None:
           "perturbations evaluated")
 
 
-def cmd_run(args: argparse.Namespace) -> None:
+def _check_names(args: argparse.Namespace) -> None:
+    """Refuse an unknown --method or --task before any heavy import."""
     from benchmark.registry import METHODS, TASKS
 
-    METHODS.check(args.method)  # refused before the heavy imports below
+    METHODS.check(args.method)
     TASKS.check(args.task)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    _check_names(args)
     from benchmark.runner import RunConfig, run
 
     cfg = RunConfig(method=args.method, task=args.task, seed=args.seed, out=args.out, data_dir=args.data_dir,
@@ -90,10 +95,7 @@ def _spread(row) -> str:
 def cmd_describe(args: argparse.Namespace) -> None:
     import json
 
-    from benchmark.registry import METHODS, TASKS
-
-    METHODS.check(args.method)
-    TASKS.check(args.task)
+    _check_names(args)
     from benchmark.describe import describe
 
     print(json.dumps(describe(args.method, args.task, args.profile, args.set or [], args.perturbations), indent=2))
