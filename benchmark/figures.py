@@ -135,8 +135,8 @@ def figures(chosen_by_task: dict[str, dict[str, object]], data_dir: Path, out: P
             continue
         plan = data.eval_plan()
         for label, run in list(chosen.items()):
-            if run.manifest.get("eval_plan_sha256") != plan.digest():
-                notes.append(f"{task}: {label} left out of the figures (run {run.manifest['run_id']} answers another "
+            if run.manifest.eval_plan_sha256 != plan.digest():
+                notes.append(f"{task}: {label} left out of the figures (run {run.manifest.run_id} answers another "
                              "evaluation plan than this data gives)")
                 del chosen[label]
         chosen = {k: r for k, r in chosen.items() if (r.path / "generated.npy").is_file()}
@@ -144,7 +144,7 @@ def figures(chosen_by_task: dict[str, dict[str, object]], data_dir: Path, out: P
         written.append(samples_figure(data, plan, chosen, d / "samples.png", sample_perturbations(data, sample_perts)))
         written.append(pca_figure(data, plan, chosen, d / "pca.png"))
         for label, run in chosen.items():
-            if run.manifest.get("variant", "default") != "default":
+            if run.manifest.variant != "default":
                 continue
             for strip in sorted((run.path / "trajectories").glob("*.png")):
                 written.append(d / "trajectories" / strip.name)

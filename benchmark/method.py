@@ -9,6 +9,7 @@ translate to perturbations it never saw.
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -19,7 +20,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmark import io
 from benchmark.errors import BenchmarkError
+
+CONFIG_FILE = "config.json"  # in a saved model folder: the resolved config
 
 
 @dataclass(frozen=True)
@@ -56,22 +60,28 @@ class TrainData:
     obs: pd.DataFrame  # aligned metadata (BATCH, PLATE, CPD_NAME, ANNOT, STATE)
     control: str
     perturbations: list[str]  # treated perturbations present in training
-    embeddings: pd.DataFrame  # name -> embedding (at least every training perturbation)
+    embeddings: np.ndarray  # (len(perturbations), D) float32: row i conditions perturbations[i]
     channels: tuple[str, ...]
     pairing: str = "same-batch"
 
     def __post_init__(self) -> None:
         self.obs = self.obs.reset_index(drop=True)
+        if len(self.embeddings) != len(self.perturbations):
+            raise BenchmarkError(f"training data: {len(self.embeddings)} embedding rows for {len(self.perturbations)} "
+                                 "perturbations; expected one row each")
         ctrl = (self.obs["CPD_NAME"] == self.control).to_numpy()
         self.control_rows = np.flatnonzero(ctrl)
         self.treated_rows = np.flatnonzero(~ctrl)
         batches = self.obs["BATCH"].to_numpy()
         self._controls_by_batch = {b: self.control_rows[batches[self.control_rows] == b] for b in np.unique(batches[self.control_rows])}
 
-    def embedding_matrix(self, names: list[str]) -> np.ndarray:
-        from tasks.embeddings import lookup
-
-        return lookup(self.embeddings, names, "task embeddings")
+    def embeddings_of(self, names: list[str]) -> np.ndarray:
+        """The embedding rows of training perturbations `names`."""
+        index = {p: i for i, p in enumerate(self.perturbations)}
+        missing = [n for n in names if n not in index]
+        if missing:
+            raise BenchmarkError(f"perturbation {missing[0]!r} is not a training perturbation")
+        return self.embeddings[[index[n] for n in names]]
 
     def paired_controls(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """For each treated row, a random control row from the same batch (any batch if none)."""
@@ -124,10 +134,31 @@ class Method(ABC):
         """Translate `request.controls` to `request.perturbations`; (N, C, H, W) in [-1, 1]."""
 
     def save(self, path: Path) -> None:
-        """Persist the fitted state; methods with no state need not override."""
+        """Write a folder that describes itself: `config.json` (the resolved config) and the fitted state."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        io.write_json(path / CONFIG_FILE, dataclasses.asdict(self.config) if self.config is not None else {})
+        self.save_state(path)
 
     def load(self, path: Path) -> None:
-        """Restore the state written by `save` (use torch.load(weights_only=True))."""
+        """Restore the state `save` wrote (the config is the caller's: see `from_dir`)."""
+        self.load_state(Path(path))
+
+    @classmethod
+    def from_dir(cls, path: Path) -> "Method":
+        """The method a `save` wrote, config and state: `from_dir(p).generate(...)` gives what the saved one gave."""
+        file = Path(path) / CONFIG_FILE
+        if not file.is_file():
+            raise BenchmarkError(f"{path}: not a saved {cls.name} model (no {CONFIG_FILE})")
+        method = cls(config_from_dict(cls.Config, json.loads(file.read_text()), str(file)))
+        method.load(path)
+        return method
+
+    def save_state(self, path: Path) -> None:
+        """Persist the fitted state into the folder `path`; methods with no state need not override."""
+
+    def load_state(self, path: Path) -> None:
+        """Restore what `save_state` wrote (use torch.load(weights_only=True))."""
 
     def variant(self) -> str:
         """A label for the leaderboard when the config is an ablation (e.g. "w/o CFG")."""
@@ -164,6 +195,17 @@ def config_from_overrides(cls: type, base: dict[str, Any] | None, overrides: lis
     if unknown:
         raise BenchmarkError(f"profile sets unknown option {sorted(unknown)[0]!r}")
     return cls(**values)
+
+
+def config_from_dict(cls: type | None, values: dict[str, Any], source: str) -> Any:
+    """A config dataclass from a saved JSON dict (lists back to tuples); unknown keys are refused."""
+    if cls is None:
+        return None
+    hints = typing.get_type_hints(cls)
+    unknown = set(values) - set(hints)
+    if unknown:
+        raise BenchmarkError(f"{source}: unknown option {sorted(unknown)[0]!r} for {cls.__name__}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def _parse(raw: str, hint: Any, key: str) -> Any:

@@ -1,9 +1,12 @@
-"""Name -> object registries for methods and tasks.
+"""One registry mechanism for everything that plugs in: methods, tasks, feature spaces, scorers, channel rules
+and dataset layouts.
 
 Built-ins register in code. Third-party packages are found through entry
-points (groups `cellflow_bench.methods` and `cellflow_bench.tasks`): installing
-a plugin makes it appear in `python -m benchmark list` without editing the
-suite. Entry points are the only strings ever turned into code.
+points (groups `cellflow_bench.methods`, `cellflow_bench.tasks` and
+`cellflow_bench.features`): installing a plugin makes it appear in `python -m
+benchmark list` without editing the suite. Entry points are the only strings
+ever turned into code; an entry point may name the object itself or a
+zero-argument factory of it.
 
 Names are known before anything is imported: a built-in is registered as a
 loader and an entry point is loaded only when its name is asked for, so a
@@ -21,12 +24,20 @@ T = TypeVar("T")
 
 METHOD_GROUP = "cellflow_bench.methods"
 TASK_GROUP = "cellflow_bench.tasks"
+FEATURE_GROUP = "cellflow_bench.features"
+# what a run scores unless told otherwise: two feature spaces and the MoA scorer (where a task has MoA labels)
+DEFAULT_FEATURES = ("inception", "morphology", "moa")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, group: str | None, builtins: Callable[[], dict[str, Callable[[], T]]]) -> None:
+    """Names -> objects of one kind. `base` (a function returning the type, so that naming it imports nothing)
+    is what every registered object must be, or subclass; None accepts anything."""
+
+    def __init__(self, kind: str, builtins: Callable[[], dict[str, Callable[[], T]]], group: str | None = None,
+                 base: Callable[[], type] | None = None) -> None:
         self.kind = kind
         self.group = group
+        self._base = base
         self._builtins = builtins  # name -> loader
         self._loaders: dict[str, Callable[[], T]] | None = None
         self._items: dict[str, T] = {}
@@ -46,11 +57,20 @@ class Registry(Generic[T]):
                     self._origin[ep.name] = f"plugin {ep.value}"
         return self._loaders
 
+    def _conforms(self, obj: Any) -> bool:
+        if self._base is None:
+            return True
+        base = self._base()
+        return isinstance(obj, base) or (isinstance(obj, type) and issubclass(obj, base))
+
     def _plugin_loader(self, ep: Any) -> Callable[[], T]:
         def load() -> T:
             obj = ep.load()
-            # a task plugin may name a factory instead of a Task
-            return obj() if self.kind == "task" and callable(obj) and not hasattr(obj, "loader") else obj
+            if not self._conforms(obj) and callable(obj):
+                obj = obj()  # a factory
+            if not self._conforms(obj):
+                raise TypeError(f"{ep.value} is not a {self._base().__name__}")
+            return obj
         return load
 
     def _try_load(self, name: str) -> T | None:
@@ -67,6 +87,8 @@ class Registry(Generic[T]):
         return self._items[name]
 
     def register(self, name: str, obj: T) -> None:
+        if not self._conforms(obj):
+            raise BenchmarkError(f"cannot register {name!r} as a {self.kind}: it is not a {self._base().__name__}")
         self._index()[name] = lambda: obj
         self._items[name] = obj
         self._origin[name] = "registered at run time"
@@ -111,5 +133,74 @@ def _builtin_tasks() -> dict[str, Callable[[], Any]]:
     return {t.name: (lambda t=t: t) for t in [*builtin_tasks(), *published_tasks()]}
 
 
-METHODS: Registry = Registry("method", METHOD_GROUP, _builtin_methods)
-TASKS: Registry = Registry("task", TASK_GROUP, _builtin_tasks)
+def _builtin_features() -> dict[str, Callable[[], Any]]:
+    """Feature-space factories (ExtractorContext -> extractor); their module imports torch only when loaded."""
+    def factory(name: str) -> Callable[[], Any]:
+        def load() -> Any:
+            from benchmark.metrics import features
+
+            return getattr(features, name)
+        return load
+
+    return {name: factory(name) for name in ("inception", "morphology")}
+
+
+def _builtin_scorers() -> dict[str, Callable[[], Any]]:
+    def moa() -> Any:
+        from benchmark.metrics.moa import MoAScorer
+
+        return MoAScorer()
+
+    return {"moa": moa}
+
+
+def _builtin_rules() -> dict[str, Callable[[], Any]]:
+    from benchmark.metrics.channels import BUILTIN_RULES
+
+    return {r.name: (lambda r=r: r) for r in BUILTIN_RULES}
+
+
+def _builtin_layouts() -> dict[str, Callable[[], Any]]:
+    from tasks.layouts import BUILTIN_LAYOUTS
+
+    return {lay.name: (lambda lay=lay: lay) for lay in BUILTIN_LAYOUTS}
+
+
+def _method_base() -> type:
+    from benchmark.method import Method
+
+    return Method
+
+
+def _task_base() -> type:
+    from tasks.task import Task
+
+    return Task
+
+
+def _rule_base() -> type:
+    from benchmark.metrics.channels import ChannelRule
+
+    return ChannelRule
+
+
+def _layout_base() -> type:
+    from tasks.layouts import Layout
+
+    return Layout
+
+
+METHODS: Registry = Registry("method", _builtin_methods, METHOD_GROUP, _method_base)
+TASKS: Registry = Registry("task", _builtin_tasks, TASK_GROUP, _task_base)
+FEATURES: Registry = Registry("feature space", _builtin_features, FEATURE_GROUP)
+SCORERS: Registry = Registry("scorer", _builtin_scorers)
+CHANNEL_RULES: Registry = Registry("channel rule", _builtin_rules, base=_rule_base)
+LAYOUTS: Registry = Registry("dataset layout", _builtin_layouts, base=_layout_base)
+
+
+def check_features(names: tuple[str, ...] | list[str]) -> None:
+    """Refuse a `--features` name that is neither a feature space nor a scorer, without importing either."""
+    known = [*FEATURES.names(), *SCORERS.names()]
+    for name in names:
+        if name not in known:
+            raise BenchmarkError(f"unknown feature space or scorer {name!r}; available: {', '.join(known)}")

@@ -11,7 +11,6 @@ of the runs: rerunning on the same runs gives byte-identical files.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -27,19 +26,14 @@ TABLE1A = [("fid_o", "FID_o", 1.0), ("fid_c", "FID_c", 1.0), ("kid_o", "KID_o x1
 PAIRED = [("paired_rmse", "pixels", "paired RMSE"), ("paired_morph", "morphology", "paired morph. dist.")]
 
 
-def config_hash(manifest: dict) -> str:
-    """Short hash of a run's resolved method config: what tells two settings of one method apart."""
-    return io.sha256_bytes(json.dumps(manifest.get("config", {}), sort_keys=True).encode())[:8]
-
-
 def leaderboard(runs) -> pd.DataFrame:
     frames = []
     for r in runs:
-        m = r.metrics.copy()
-        m["git_sha"] = r.manifest.get("git_sha", "unknown")
-        m["split_hash"] = r.manifest.get("split_hash", "")
+        m = r.metrics()
+        m["git_sha"] = r.manifest.git_sha
+        m["split_hash"] = r.manifest.split_hash
         # runs of one method with different settings are different rows, never "seeds" of one
-        m["config"] = config_hash(r.manifest)
+        m["config"] = r.manifest.config_hash
         frames.append(m)
     if not frames:
         raise BenchmarkError("no completed runs found; run `python -m benchmark run --method M --task T` first")
@@ -61,7 +55,7 @@ def leaderboard(runs) -> pd.DataFrame:
         runs=("run_id", lambda s: len(set(s))),
     ).reset_index()
     # rows as the methods declare (the paper's order: floor, baselines, ours, ceiling), then alphabetically
-    order = {r.manifest["method"]: r.manifest["display_order"] for r in runs}
+    order = {r.manifest.method: r.manifest.display_order for r in runs}
     agg["_order"] = agg["method"].map(order).fillna(5)
     agg = agg.sort_values(["task", "_order", "method", "variant", "config", "feature_space", "metric", "perturbation"]).drop(columns="_order")
     n_configs = agg.groupby(["task", "method", "variant"])["config"].transform("nunique")
@@ -208,24 +202,23 @@ def run_list(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
     rows = []
     for r in runs:
         m = r.manifest
-        if m.get("task", {}).get("name") != task:
+        if m.task_name != task:
             continue
-        config = config_hash(m)
-        fit = m.get("fit", {})
+        fit = m.fit
         trained = fit.get("trained_with", fit)
         how = ("trained in this run" if "from_run" not in fit else f"images of run {fit['from_run']} scored again"
                if "generated_by" in fit else f"model of run {fit['from_run']} scored")
-        rows.append({"label": labels.get((m["method"], m.get("variant", "default"), config), m["method"]),
-                     "run_id": m["run_id"], "seed": m.get("seed"), "profile": m.get("profile") or "default",
-                     "overrides": " ".join(m.get("overrides") or []) or "-", "steps": trained.get("steps", "-"),
-                     "device": trained.get("device", "-"), "model": how, "code": str(m.get("git_sha", ""))[:12]})
+        rows.append({"label": labels.get((m.method, m.variant, m.config_hash), m.method), "run_id": m.run_id,
+                     "seed": m.seed, "profile": m.profile or "default", "overrides": " ".join(m.overrides) or "-",
+                     "steps": trained.get("steps", "-"), "device": trained.get("device", "-"), "model": how,
+                     "code": m.git_sha[:12]})
     return pd.DataFrame(rows).sort_values(["label", "run_id"]).reset_index(drop=True) if rows else pd.DataFrame()
 
 
 def one_run_per_label(runs, lb: pd.DataFrame, task: str) -> dict[str, object]:
     """The lowest-seed run behind each row label of the task: the one a figure shows."""
     listed = run_list(runs, lb, task)
-    by_id = {r.manifest["run_id"]: r for r in runs}
+    by_id = {r.manifest.run_id: r for r in runs}
     out = {}
     for row in listed.sort_values(["label", "seed", "run_id"]).itertuples():
         out.setdefault(row.label, by_id[row.run_id])
@@ -300,14 +293,24 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
         chosen = {task: one_run_per_label(runs, lb, task) for task in sorted(set(lb["task"]))}
         figs, fig_notes = figures(chosen, data_dir, results_dir / "figures", sample_perts)
     else:
-        figs, fig_notes = [], ["figures: not drawn (pass --data-dir: they need the tasks' images)"]
-    specs = {r.manifest["task"]["name"]: r.manifest["task"] for r in runs}
+        figs = _earlier_figures(results_dir)
+        fig_notes = ["figures: kept from an earlier report that had the images (--data-dir); they show the runs of "
+                     "that report" if figs else "figures: not drawn (pass --data-dir: they need the tasks' images)"]
+    specs = {r.manifest.task_name: r.manifest.task for r in runs}
     written += figs + overview(lb, specs, results_dir, figs, fig_notes)
     _forget_stale(results_dir, written)
     return written
 
 
 OUTPUT_LIST = ".report-files"  # what the last report wrote here, so the next one removes what it no longer writes
+
+
+def _earlier_figures(results_dir: Path) -> list[Path]:
+    """Figures an earlier report drew here: a report without the images (e.g. one that regenerates the tables
+    from committed run records) keeps them rather than deleting what it cannot redraw."""
+    listing = results_dir / OUTPUT_LIST
+    before = listing.read_text().split("\n") if listing.is_file() else []
+    return [results_dir / rel for rel in before if rel.startswith("figures/") and (results_dir / rel).is_file()]
 
 
 def _forget_stale(results_dir: Path, written: list[Path]) -> None:

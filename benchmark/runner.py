@@ -26,13 +26,13 @@ from tqdm.auto import tqdm
 
 from benchmark import __version__, io
 from benchmark.errors import BenchmarkError
-from benchmark.method import GenerateRequest, Method, TrainData, config_from_overrides, to_tensor, to_uint8
+from benchmark.method import GenerateRequest, Method, config_from_overrides, to_tensor, to_uint8
 from benchmark.metrics.evaluate import FeatureCache, evaluate
 from benchmark.metrics.features import ExtractorContext
-from benchmark.registry import METHODS, TASKS
-from benchmark.store import MANIFEST, RunStore, read_manifest, write_record
+from benchmark.registry import (CHANNEL_RULES, DEFAULT_FEATURES, FEATURES, METHODS, SCORERS, TASKS,
+                                check_features)
+from benchmark.store import MANIFEST, Manifest, RunStore, read_manifest, write_record
 
-DEFAULT_FEATURES = ("inception", "morphology", "moa")  # "moa": MoA accuracy, where the task has MoA labels
 
 
 @dataclass
@@ -131,11 +131,11 @@ def resolve_method(name: str, profile: str | None, overrides: list[str],
         # the stored run's resolved config is the base, so the architecture matches its weights;
         # --set may still change what does not touch the weights (solver, nfe, guidance, ...)
         manifest = read_manifest(from_run, need_model)
-        if manifest["method"] != name:
-            raise BenchmarkError(f"{from_run}: the stored run is of method {manifest['method']!r}, not {name!r}")
+        if manifest.method != name:
+            raise BenchmarkError(f"{from_run}: the stored run is of method {manifest.method!r}, not {name!r}")
         if profile is not None:
             raise BenchmarkError("--profile cannot be combined with --from-run: the stored config is the base; use --set")
-        return cls, config_from_overrides(cls.Config, manifest["config"], overrides)
+        return cls, config_from_overrides(cls.Config, manifest.config, overrides)
     if profile is not None and profile not in cls.profiles:
         raise BenchmarkError(f"method {name} has no profile {profile!r}; available: {', '.join(cls.profiles) or 'none'}")
     return cls, config_from_overrides(cls.Config, cls.profiles.get(profile or cls.default_profile), overrides)
@@ -172,11 +172,11 @@ def generate_all(method: Method, data, plan, seed: int, batch: int) -> np.ndarra
     return np.concatenate(out)
 
 
-def reused_images(run_dir: Path, manifest: dict[str, Any], task: str, split_hash: str, plan,
+def reused_images(run_dir: Path, manifest: Manifest, task: str, split_hash: str, plan,
                   image_shape: tuple[int, ...]) -> np.ndarray:
     """The generated images of a stored run, if they answer exactly this task's evaluation plan."""
-    for key, want, have in (("task", task, manifest["task"]["name"]), ("split_hash", split_hash, manifest.get("split_hash")),
-                            ("eval_plan_sha256", plan.digest(), manifest.get("eval_plan_sha256"))):
+    for key, want, have in (("task", task, manifest.task_name), ("split_hash", split_hash, manifest.split_hash),
+                            ("eval_plan_sha256", plan.digest(), manifest.eval_plan_sha256)):
         if want != have:
             raise BenchmarkError(f"{run_dir / MANIFEST}: {key} is {have!r}, this run needs {want!r}; "
                                  "its images answer another evaluation plan")
@@ -192,21 +192,16 @@ def run(cfg: RunConfig) -> Path:
     """Execute one run and return its directory in the store."""
     task = TASKS.get(cfg.task)
     if cfg.channel_rule is not None:
-        from benchmark.metrics.channels import get_rule
-
-        task = dataclasses.replace(task, channel_rule=get_rule(cfg.channel_rule).name)
+        task = dataclasses.replace(task, channel_rule=CHANNEL_RULES.get(cfg.channel_rule).name)
     if cfg.reuse_generated and (cfg.from_run is None or cfg.overrides):
         raise BenchmarkError("--reuse-generated scores the images of --from-run RUN_DIR as they are: it needs "
                              "--from-run and takes no --set")
     cls, config = resolve_method(cfg.method, cfg.profile, cfg.overrides, cfg.from_run, need_model=not cfg.reuse_generated)
     check_capabilities(cls, task)
     # fail before any training on what can be checked now: feature spaces and weights files
-    from benchmark.metrics.features import EXTRACTORS
     from benchmark.metrics.inception_weights import verified_weights
 
-    for space in cfg.features:
-        if space not in EXTRACTORS.names() and space != "moa":
-            raise BenchmarkError(f"unknown feature space {space!r}; available: {', '.join(EXTRACTORS.names())}")
+    check_features(cfg.features)
     if "inception" in cfg.features and cfg.inception_weights is not None:
         verified_weights(cfg.inception_weights)
     t0 = time.time()
@@ -235,22 +230,19 @@ def run(cfg: RunConfig) -> Path:
 def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, split_hash: str, run_id: str,
                 stage: Path, t0: float, stages: Stages) -> None:
     seed_everything(cfg.seed)
-    rows = data.train_rows()
-    train = TrainData(images=data.images[rows], obs=data.obs.iloc[rows], control=task.control,
-                      perturbations=data.train_perturbations(), embeddings=data.embeddings,
-                      channels=task.channels, pairing=task.pairing)
+    train = data.train_data()
     method = cls(config)
     plan = data.eval_plan()
     t_fit = time.time()
     if cfg.from_run is None:
         profile = cfg.profile or cls.default_profile
-        stages.start(f"train: {cls.name}{f' (profile {profile})' if profile else ''} on {len(rows)} images")
+        stages.start(f"train: {cls.name}{f' (profile {profile})' if profile else ''} on {len(train.obs)} images")
         fit_summary = method.fit(train, seed=cfg.seed, workdir=cfg.workdir or stage / "work") or {}
     else:
         stages.start(f"load: {'images' if cfg.reuse_generated else 'model'} of {cfg.from_run}")
         trained = read_manifest(cfg.from_run, need_model=not cfg.reuse_generated)
-        fit_summary = {"from_run": trained["run_id"], "trained_on": trained["task"]["name"],
-                       "trained_with": trained.get("fit", {}), "trained_git_sha": trained.get("git_sha")}
+        fit_summary = {"from_run": trained.run_id, "trained_on": trained.task_name, "trained_with": trained.fit,
+                       "trained_git_sha": trained.git_sha}
         if not cfg.reuse_generated:
             method.load(Path(cfg.from_run) / "model")
             fit_summary["model_sha256"] = {p.name: io.sha256_file(p) for p in sorted((Path(cfg.from_run) / "model").iterdir())}
@@ -264,7 +256,7 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
     t_gen = time.time()
     if cfg.reuse_generated:
         generated = reused_images(Path(cfg.from_run), trained, task.name, split_hash, plan, data.images.shape[1:])
-        fit_summary["generated_by"] = trained["run_id"]
+        fit_summary["generated_by"] = trained.run_id
         fit_summary["generated_sha256"] = io.sha256_file(Path(cfg.from_run) / "generated.npy")
     else:
         generated = generate_all(method, data, plan, cfg.seed, cfg.generate_batch)
@@ -282,49 +274,27 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
     cache_key = {"task": task.name, "task_version": task.version, "split": split_hash, "plan": plan.digest()}
     t_eval = time.time()
     stages.start(f"score: {', '.join(cfg.features)} against {len(plan.reference)} real reference images")
-    spaces = [f for f in cfg.features if f != "moa"]
+    spaces = [f for f in cfg.features if f in FEATURES.names()]
     metrics, provenance = evaluate(data, plan, generated, spaces, ctx, cache, cache_key, kid_seed=plan.seed)
-    if "moa" in cfg.features and task.moa:
-        from benchmark.metrics.moa import classifier_for, moa_rows
-
-        clf = classifier_for(data, Path(cfg.data_dir) / ".cache", split_hash)
-        metrics = pd.concat([metrics, pd.DataFrame(moa_rows(clf, data, plan, generated, plan.seed))], ignore_index=True)
-        provenance["moa"] = {"weights_sha256": clf.weights_sha256, "classes": clf.classes,
-                             "config": dataclasses.asdict(clf.config),
-                             "trained_on": f"{len(data.train_rows())} real training images of {task.name}"}
+    for name in (f for f in cfg.features if f in SCORERS.names()):
+        scorer = SCORERS.get(name)
+        if scorer.applies(task):
+            rows, provenance[name] = scorer.score(data, plan, generated, cache_dir=Path(cfg.data_dir) / ".cache",
+                                                  split_hash=split_hash, seed=plan.seed)
+            metrics = pd.concat([metrics, rows], ignore_index=True)
     t_eval = time.time() - t_eval
-    variant = method.variant()
-    metrics.insert(0, "run_id", run_id)
-    metrics.insert(1, "task", task.name)
-    metrics.insert(2, "method", cls.name)
-    metrics.insert(3, "variant", variant)
-    metrics.insert(4, "seed", cfg.seed)
-    manifest = {
-        "run_id": run_id,
-        "method": cls.name,
-        "method_origin": METHODS.origin(cls.name),
-        "display_order": cls.display_order,
-        "variant": variant,
+    manifest = Manifest(
+        run_id=run_id, method=cls.name, method_origin=METHODS.origin(cls.name), display_order=cls.display_order,
+        variant=method.variant(),
         # a run scored from another carries the settings it was trained with, then its own --set
-        "profile": (cfg.profile or cls.default_profile) if cfg.from_run is None else trained.get("profile"),
-        "overrides": cfg.overrides if cfg.from_run is None else [*(trained.get("overrides") or []), *cfg.overrides],
-        "config": dataclasses.asdict(config) if config is not None else {},
-        "task": task.spec(),
-        "seed": cfg.seed,
-        "eval_seed": plan.seed,
-        "kid_seed": plan.seed,
-        "split_hash": split_hash,
-        "eval_plan_sha256": plan.digest(),
-        "n_reference": len(plan.reference),
-        "features": provenance,
-        "fit": fit_summary,
-        "timings_s": {"fit": round(t_fit, 2), "generate": round(t_gen, 2), "evaluate": round(t_eval, 2),
-                      "total": round(time.time() - t0, 2)},
-        "versions": versions(),
-        **io.git_sha(),
-        "torch_threads": torch.get_num_threads(),
-        "sweep": cfg.sweep,
-    }
+        profile=(cfg.profile or cls.default_profile) if cfg.from_run is None else trained.profile,
+        overrides=list(cfg.overrides) if cfg.from_run is None else [*trained.overrides, *cfg.overrides],
+        config=dataclasses.asdict(config) if config is not None else {}, task=task.spec(), seed=cfg.seed,
+        eval_seed=plan.seed, kid_seed=plan.seed, split_hash=split_hash, eval_plan_sha256=plan.digest(),
+        n_reference=len(plan.reference), features=provenance, fit=fit_summary,
+        timings_s={"fit": round(t_fit, 2), "generate": round(t_gen, 2), "evaluate": round(t_eval, 2),
+                   "total": round(time.time() - t0, 2)},
+        versions=versions(), **io.git_sha(), torch_threads=torch.get_num_threads(), sweep=cfg.sweep)
     write_record(stage, manifest, metrics)
     stages.end()
 

@@ -9,14 +9,16 @@ whose process died is moved to `<root>/.failed/<run-id>/` with the reason in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -29,11 +31,84 @@ OWNER_FILE = ".owner.json"  # who is assembling a staged run: pid, host and the 
 FAILURE_FILE = "failure.json"
 
 
+# The metric-row schema, declared once. A scorer produces SCORE_COLUMNS; the store prefixes the run's identity.
+SCORE_COLUMNS = ("metric", "feature_space", "perturbation", "value", "std", "n_gen", "n_real", "channel_rule",
+                 "extractor_sha256", "metric_seed", "ci_low", "ci_high")
+RUN_COLUMNS = ("run_id", "task", "method", "variant", "seed")
+METRIC_COLUMNS = RUN_COLUMNS + SCORE_COLUMNS
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A run's record: what produced its numbers (config, seeds, data and plan hashes, extractor hashes, code
+    version, compute). Files written by earlier versions are upgraded in `from_json`, and nowhere else."""
+
+    run_id: str
+    method: str
+    task: dict[str, Any]  # the task's declaration (Task.spec())
+    seed: int
+    variant: str = "default"
+    display_order: int = 5  # row order in tables (floor 0, baselines, ours, ceiling 9)
+    method_origin: str = ""
+    profile: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    eval_seed: int = 0
+    kid_seed: int = 0
+    split_hash: str = ""
+    eval_plan_sha256: str = ""
+    n_reference: int = 0
+    features: dict[str, Any] = field(default_factory=dict)  # feature space / scorer -> weights hash, channel rule
+    fit: dict[str, Any] = field(default_factory=dict)  # the method's training summary
+    timings_s: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    git_sha: str = "unknown"
+    git_dirty: bool | None = None
+    torch_threads: int | None = None
+    sweep: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # keys a newer writer added, kept as they are
+
+    @property
+    def task_name(self) -> str:
+        return self.task.get("name", "")
+
+    @property
+    def config_hash(self) -> str:
+        """Short hash of the resolved method config: what tells two settings of one method apart."""
+        return io.sha256_bytes(json.dumps(self.config, sort_keys=True).encode())[:8]
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {**{k: v for k, v in d.items() if k != "extra"}, **self.extra}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Manifest":
+        d = _upgraded(dict(d))
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
+        nullable = {"profile", "git_dirty", "torch_threads", "sweep"}
+        # a null where a value is expected (e.g. "overrides": null in older files) takes the field's default
+        known = {k: v for k, v in d.items() if k in fields and (v is not None or k in nullable)}
+        missing = [k for k, f in fields.items() if k not in known and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise BenchmarkError(f"no {missing[0]!r}; expected a run's record")
+        return cls(**known, extra={k: v for k, v in d.items() if k not in fields})
+
+
 @dataclass(frozen=True)
 class Run:
+    """A recorded run: its folder and manifest; its metric rows are read when asked for."""
+
     path: Path
-    manifest: dict
-    metrics: pd.DataFrame
+    manifest: Manifest
+
+    def metrics(self) -> pd.DataFrame:
+        return read_metrics(self.path)
+
+    def summary(self) -> pd.DataFrame:
+        """The overall rows (no perturbation), as `run` prints them."""
+        m = self.metrics()
+        return m[m["perturbation"] == ""].reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -67,12 +142,15 @@ def _alive(owner: dict) -> bool:
     return started is None or _process_start(pid) in (None, started)
 
 
-def read_manifest(run_dir: Path, need_model: bool = False) -> dict:
+def read_manifest(run_dir: Path, need_model: bool = False) -> Manifest:
     """The manifest of a recorded run; with `need_model`, also check that its `model/` can be loaded again."""
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
         raise BenchmarkError(f"{run_dir}: not a run directory (no {MANIFEST})")
-    manifest = _upgraded(json.loads(path.read_text()))
+    try:
+        manifest = Manifest.from_json(json.loads(path.read_text()))
+    except (BenchmarkError, ValueError) as e:
+        raise BenchmarkError(f"{path}: {e}") from None
     if need_model and not (Path(run_dir) / "model").is_dir():
         raise BenchmarkError(f"{run_dir}: the run stored no model/ directory")
     return manifest
@@ -103,10 +181,19 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
     return metrics
 
 
-def write_record(stage: Path, manifest: dict, metrics: pd.DataFrame) -> None:
-    """A staged run's record: the metric rows, then the manifest, whose presence marks a complete record."""
-    io.write_csv(Path(stage) / METRICS, metrics)
-    io.write_json(Path(stage) / MANIFEST, manifest)
+def write_record(stage: Path, manifest: Manifest, scores: pd.DataFrame) -> None:
+    """A staged run's record: its metric rows (the scorers' rows with the run's identity in front), then the
+    manifest, whose presence marks a complete record."""
+    if set(scores.columns) != set(SCORE_COLUMNS):
+        extra, missing = set(scores.columns) - set(SCORE_COLUMNS), set(SCORE_COLUMNS) - set(scores.columns)
+        raise BenchmarkError(f"metric rows of run {manifest.run_id}: columns {sorted(extra)} are not in the schema"
+                             if extra else f"metric rows of run {manifest.run_id}: columns {sorted(missing)} missing")
+    rows = scores[list(SCORE_COLUMNS)].copy()
+    for i, (col, value) in enumerate(zip(RUN_COLUMNS, (manifest.run_id, manifest.task_name, manifest.method,
+                                                       manifest.variant, manifest.seed))):
+        rows.insert(i, col, value)
+    io.write_csv(Path(stage) / METRICS, rows)
+    io.write_json(Path(stage) / MANIFEST, manifest.to_json())
 
 
 class RunStore:
@@ -188,19 +275,38 @@ class RunStore:
         return [p for p in sorted(self.root.iterdir()) if p.is_dir() and not p.name.startswith(".")
                 and (p / MANIFEST).is_file() and (p / METRICS).is_file()]
 
-    def manifests(self) -> list[tuple[Path, dict]]:
+    def manifests(self) -> list[tuple[Path, Manifest]]:
         """(folder, manifest) of every complete run; unreadable manifests are skipped (a store shared with a
         writer of another version must not stop a sweep from resuming)."""
         out = []
         for path in self.recorded():
             try:
                 out.append((path, read_manifest(path)))
-            except ValueError:
+            except BenchmarkError:
                 continue
         return out
 
+    def export_records(self, dest: Path, run_ids: list[str] | None = None) -> list[Path]:
+        """Copy the records (manifest and metric rows; no images, no weights) of recorded runs into another store
+        at `dest`, e.g. the repository's `results/runs/`, from which `report` regenerates the reference tables.
+        A record already there must be identical."""
+        out = []
+        for path in self.recorded():
+            if run_ids is not None and path.name not in run_ids:
+                continue
+            target = Path(dest) / path.name
+            for name in (METRICS, MANIFEST):  # the manifest last: its presence marks a complete record
+                data = (path / name).read_bytes()
+                if (target / name).is_file():
+                    if (target / name).read_bytes() != data:
+                        raise BenchmarkError(f"{target / name}: a different record of run {path.name} is there")
+                    continue
+                io.write_bytes(target / name, data)
+            out.append(target)
+        return out
+
     def runs(self) -> list[Run]:
-        return [Run(path, read_manifest(path), read_metrics(path)) for path in self.recorded()]
+        return [Run(path, read_manifest(path)) for path in self.recorded()]
 
 
 def _read_json(path: Path) -> dict | None:

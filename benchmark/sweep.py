@@ -29,7 +29,7 @@ import pandas as pd
 
 from benchmark import io
 from benchmark.errors import BenchmarkError
-from benchmark.registry import METHODS, TASKS
+from benchmark.registry import DEFAULT_FEATURES, METHODS, TASKS
 from benchmark.store import RunStore
 
 LAUNCHERS = ("slurm", "local", "debug")
@@ -43,7 +43,7 @@ class JobSpec:
     seed: int
     profile: str | None = None  # None = the method's default; ablations are profiles
     overrides: tuple[str, ...] = ()
-    features: tuple[str, ...] = ("inception", "morphology", "moa")
+    features: tuple[str, ...] = DEFAULT_FEATURES
     resources: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def key(self) -> dict[str, Any]:
@@ -81,7 +81,7 @@ def _per_method(items: list[str], what: str) -> dict[str, list[tuple[str, str]]]
 
 
 def plan(methods: list[str], tasks: list[str], seeds: list[int], *, ablations: bool = False,
-         sets: list[str] = (), resources: list[str] = (), features: tuple[str, ...] = ("inception", "morphology", "moa"),
+         sets: list[str] = (), resources: list[str] = (), features: tuple[str, ...] = DEFAULT_FEATURES,
          ) -> list[JobSpec]:
     """One spec per method x task x seed x variant; options and resources checked now, not in the jobs."""
     from benchmark.runner import resolve_method
@@ -124,7 +124,7 @@ def finished_runs(runs: Path) -> dict[str, Path]:
     """spec hash -> run directory, for every run in the store that a sweep launched."""
     out = {}
     for path, manifest in RunStore(runs).manifests():
-        sweep = manifest.get("sweep") or {}
+        sweep = manifest.sweep or {}
         if sweep.get("spec_hash"):
             out[sweep["spec_hash"]] = path
     return out

@@ -66,15 +66,14 @@ def from_stored_run(run_dir: Path, perturbation: str, frames: tuple[float, ...],
                     out: Path, seed: int = 0) -> list[Path]:
     """Strips drawn by the model a run stored (its config from the manifest)."""
     manifest = read_manifest(run_dir)
-    cls = METHODS.get(manifest["method"])
+    cls = METHODS.get(manifest.method)
     if not cls.capabilities.trajectories:
         raise BenchmarkError(f"method {cls.name} has no trajectories (only flow methods such as cellflow do)")
     read_manifest(run_dir, need_model=True)
-    method = cls(cls.Config(**manifest["config"]))
-    method.load(Path(run_dir) / "model")
-    data = TASKS.get(manifest["task"]["name"]).load(data_dir)
-    label = f"{manifest['method']} on {data.task.name} (seed {manifest['seed']})"
-    return draw(method, data, perturbation, frames, n, out, seed, manifest["run_id"], label)
+    method = cls.from_dir(Path(run_dir) / "model")  # the saved folder holds its config
+    data = TASKS.get(manifest.task_name).load(data_dir)
+    label = f"{manifest.method} on {data.task.name} (seed {manifest.seed})"
+    return draw(method, data, perturbation, frames, n, out, seed, manifest.run_id, label)
 
 
 def draw(method, data, perturbation: str, frames: tuple[float, ...], n: int, out: Path, seed: int, run_id: str,

@@ -1,4 +1,10 @@
-"""Training plumbing shared by the built-in methods: devices, batches, and RNG state in checkpoints.
+"""Training plumbing shared by the built-in methods: the `TorchMethod` base and its helpers.
+
+`TorchMethod` owns what every gradient-trained method repeats: device and
+precision, the seeded build, the resume/checkpoint/progress loop, the summary a
+run records, and save/load of weights and config. A method keeps only its
+networks, losses and sampling (`build`, `start_training`, `train_step`,
+`generate`).
 
 A checkpoint that resumes *exactly* must carry every generator a training loop
 draws from (the loop's torch generator, torch's global generator for dropout,
@@ -9,15 +15,20 @@ as strings.
 
 from __future__ import annotations
 
+import time
+from abc import abstractmethod
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
 from benchmark import io
 from benchmark.errors import BenchmarkError
+from benchmark.method import Method, TrainData
 
 
 def resolve_device(name: str) -> torch.device:
@@ -158,3 +169,176 @@ def load_checkpoint(path: Path, parts: dict[str, Any], log_key: str, g: torch.Ge
         v.load_state_dict(state[k])
     restore_rng(state, g, np_rng)
     return int(state["step"]), list(state[log_key])
+
+
+@dataclass
+class TrainingConfig:
+    """The options of every `TorchMethod`; a method's `Config` subclasses this and may change the defaults."""
+
+    steps: int = 1500
+    epochs: float = 0.0  # > 0: passes over the method's epoch items (`epoch_rows`), converted to steps at fit time;
+    # `steps` is then ignored
+    batch_size: int = 32  # images per optimiser step
+    grad_accum: int = 1  # the step's batch in this many chunks, gradients accumulated (memory of batch / grad_accum)
+    checkpoint_every: int = 250
+    device: str = "auto"
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"  # auto: bf16 where the device has it in
+    # hardware; fp16 trains with a gradient scaler
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a method's networks are built for; saved with the weights, so a stored model rebuilds itself."""
+
+    channels: int
+    image_size: int
+    embedding_dim: int
+    n_perturbations: int
+
+
+class TrainingSet:
+    """The training data as tensors, converted once: uint8 images (N, C, H, W), the embedding table (P, D) and each
+    row's perturbation index (-1 for controls)."""
+
+    def __init__(self, data: TrainData) -> None:
+        self.data = data
+        self.images = torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2)  # converted per batch
+        self.embeddings = torch.from_numpy(np.ascontiguousarray(data.embeddings, dtype=np.float32))
+        index = {p: i for i, p in enumerate(data.perturbations)}
+        self.labels = np.array([index.get(p, -1) for p in data.obs["CPD_NAME"].to_numpy()], dtype=np.int64)
+        self.shape = Shape(int(self.images.shape[1]), int(self.images.shape[-1]), int(self.embeddings.shape[1]),
+                           len(data.perturbations))
+
+
+class TorchMethod(Method):
+    """A method trained by gradient steps on one device (see the module docstring for what it owns).
+
+    Subclasses set `Config` (a `TrainingConfig`), implement `build` (networks for a `Shape`, into attributes),
+    `modules` (what is saved, moved to the device and counted), `start_training` (optimisers and schedules, returned
+    by name so that checkpoints carry them), `train_step` (one optimiser step, returning one value per
+    `history_columns`) and `generate`.
+    """
+
+    resources = {"gpus": 1, "cpus": 8, "mem_gb": 64, "time_min": 24 * 60}  # a GPU job by default
+    history_columns: ClassVar[tuple[str, ...]] = ("loss",)  # what `train_step` returns, in order
+    precisions: ClassVar[tuple[str, ...]] = ("no", "bf16", "fp16", "auto")  # `mixed_precision` values it honours
+    accumulates: ClassVar[bool] = True  # whether `train_step` honours `grad_accum`
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        self.shape: Shape | None = None
+        self.scaler: torch.amp.GradScaler | None = None
+
+    # --- what a method provides ------------------------------------------------------------
+    @abstractmethod
+    def build(self, shape: Shape) -> None:
+        """Construct the networks for `shape` (untrained); called under a seeded RNG by `fit` and by `load`."""
+
+    @abstractmethod
+    def modules(self) -> dict[str, Any]:
+        """The stateful pieces that are saved and moved to the device (modules, EMA), by name."""
+
+    @abstractmethod
+    def start_training(self, train: TrainingSet, steps: int) -> dict[str, Any]:
+        """Optimisers and schedules for a run of `steps`, by name (each with `state_dict`), kept as attributes."""
+
+    @abstractmethod
+    def train_step(self, train: TrainingSet, step: int, g: torch.Generator, np_rng: np.random.Generator) -> list[float]:
+        """One optimiser step drawing only from `g`, `np_rng` and torch's global generator; its history values."""
+
+    def epoch_rows(self, data: TrainData) -> int:
+        """What one epoch passes over (`epochs` > 0): the treated training images by default."""
+        return len(data.treated_rows)
+
+    def counted(self) -> dict[str, torch.nn.Module]:
+        """The networks whose parameters a run records (the EMA copies are not counted twice)."""
+        return {k: v for k, v in self.modules().items() if isinstance(v, torch.nn.Module) and k != "ema"}
+
+    # --- device and precision --------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.config.device)
+
+    @property
+    def precision(self) -> str:
+        """The resolved `mixed_precision` on this device ("no", "bf16" or "fp16")."""
+        return resolve_precision(self.config.mixed_precision, self.device)
+
+    def autocast(self) -> torch.autocast:
+        return autocast(self.config.mixed_precision, self.device)
+
+    def total_steps(self, data: TrainData) -> int:
+        c = self.config
+        return epochs_to_steps(c.epochs, c.steps, self.epoch_rows(data), c.batch_size)
+
+    # --- the loop --------------------------------------------------------------------------
+    def fit(self, data: TrainData, *, seed: int, workdir: Path) -> dict[str, Any]:
+        c = self.config
+        if c.mixed_precision not in self.precisions:
+            raise BenchmarkError(f"{self.name}: mixed_precision={c.mixed_precision!r} is not supported; expected one "
+                                 f"of {', '.join(self.precisions)}")
+        if c.grad_accum != 1 and not self.accumulates:
+            raise BenchmarkError(f"{self.name}: grad_accum={c.grad_accum} is not supported; expected 1")
+        if len(data.perturbations) == 0:
+            raise BenchmarkError(f"{self.name}: the training split has no treated images")
+        batch = batch_record(c.batch_size, c.grad_accum)  # refuses a batch that does not split
+        train = TrainingSet(data)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the initial weights depend on the run seed only
+            self.build(train.shape)
+        self.shape = train.shape
+        for part in self.modules().values():
+            part.to(self.device)
+        steps = self.total_steps(data)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        parts = {**self.modules(), **self.start_training(train, steps)}
+        if self.scaler.is_enabled():
+            parts["grad_scaler"] = self.scaler
+        g = torch.Generator().manual_seed(seed)
+        np_rng = np.random.default_rng(seed)
+        ckpt = Path(workdir) / "checkpoint.pt"
+        step, history = load_checkpoint(ckpt, parts, "history", g, np_rng, self.device)
+        t0, start = time.time(), step
+        bar = tqdm(total=steps, initial=step, desc=f"{self.name} training", unit="step")
+        while step < steps:
+            history.append([float(v) for v in self.train_step(train, step, g, np_rng)])
+            step += 1
+            bar.update()
+            if step % 25 == 0:
+                recent = np.mean(history[-25:], axis=0)
+                bar.set_postfix({k: f"{v:.4f}" for k, v in zip(self.history_columns, recent)})
+            if step % c.checkpoint_every == 0 or step == steps:
+                save_checkpoint(ckpt, parts, step, ("history", history), g, np_rng)
+        bar.close()
+        elapsed, done = time.time() - t0, step - start
+        h = np.asarray(history, dtype=np.float64).reshape(len(history), len(self.history_columns))
+        summary: dict[str, Any] = {"steps": step, "resumed_from": start}
+        for i, col in enumerate(self.history_columns):
+            summary[f"{col}_first_50"] = float(h[:50, i].mean())
+            summary[f"{col}_last_50"] = float(h[-50:, i].mean())
+        return {**summary, "train_images_per_s": round(done * c.batch_size / elapsed, 2) if done else None,
+                "parameters": {k: sum(p.numel() for p in m.parameters()) for k, m in self.counted().items()},
+                "device": str(self.device), "precision": self.precision, "batch": batch,
+                "epochs": round(steps * c.batch_size / max(1, self.epoch_rows(data)), 3),
+                "epoch_rows": self.epoch_rows(data)}
+
+    # --- a saved folder describes itself -----------------------------------------------------
+    @property
+    def weights_file(self) -> str:
+        return f"{self.name}.pt"
+
+    def save_state(self, path: Path) -> None:
+        io.write_torch(Path(path) / self.weights_file,
+                       {**{k: v.state_dict() for k, v in self.modules().items()}, "shape": asdict(self.shape)})
+
+    def load_state(self, path: Path) -> None:
+        file = Path(path) / self.weights_file
+        state = torch.load(file, map_location="cpu", weights_only=True)
+        if not isinstance(state.get("shape"), dict):
+            raise BenchmarkError(f"{file}: written by an earlier version (no shape record); score it with that "
+                                 "version or train again")
+        self.shape = Shape(**{k: int(v) for k, v in state["shape"].items()})
+        self.build(self.shape)
+        for k, part in self.modules().items():
+            part.load_state_dict(state[k])
+            part.to(self.device)

@@ -16,7 +16,7 @@ import torch
 from benchmark.method import config_from_overrides
 from methods.cellflow import CellFlow, CellFlowConfig
 from methods.cellflow.solver import integrate
-from methods.training import resolve_precision
+from methods.training import Shape, resolve_precision
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     for profile in args.profiles.split(","):
         cfg = config_from_overrides(CellFlowConfig, CellFlow.profiles[profile], [])
         m = CellFlow(cfg)
-        m._build(args.channels, args.cond_dim)
+        m.build(Shape(args.channels, args.size, args.cond_dim, 1))
         m.model.to(dev)
         m.ema.to(dev)
         params = sum(p.numel() for p in m.model.parameters())

@@ -22,19 +22,19 @@ import numpy as np
 
 from tasks.fixtures import write_fixture
 from tasks.impa_format import check_crop_header
-from tasks.layouts import LAYOUTS
+from benchmark.registry import LAYOUTS
 from tasks.packed import load_packed, pack
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--layout", default="bbbc021", choices=sorted(LAYOUTS))
+    p.add_argument("--layout", default="bbbc021", choices=LAYOUTS.names())
     p.add_argument("--per-group", type=int, default=250)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--batches", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    lay = LAYOUTS[args.layout]
+    lay = LAYOUTS.get(args.layout)
     with tempfile.TemporaryDirectory() as tmp:
         src = write_fixture(Path(tmp) / "src", args.layout, per_group=args.per_group, seed=args.seed)
         t0 = time.perf_counter()

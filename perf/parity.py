@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from benchmark.method import config_from_overrides
 from methods.cellflow import CellFlow, CellFlowConfig
+from methods.training import Shape
 from methods.cellflow.path import interpolate, sample_time, target_velocity
 
 
@@ -66,7 +67,7 @@ def cellflow(official: Path, size: int, batch: int, seed: int) -> None:
     cfg = config_from_overrides(CellFlowConfig, CellFlow.profiles["official"], [])
     method = CellFlow(cfg)
     official_cfg = MODEL_CONFIGS["bbbc021"]
-    method._build(official_cfg["in_channels"], official_cfg["condition_dim"])
+    method.build(Shape(official_cfg["in_channels"], size, official_cfg["condition_dim"], 1))
     ours = method.model.eval()
     theirs = UNetModel(**official_cfg).eval()
     g = torch.Generator().manual_seed(seed)
@@ -107,7 +108,7 @@ def impa(official: Path, size: int, batch: int, seed: int) -> None:
     n_pert, emb_dim = 26, 1024
     cfg = config_from_overrides(IMPAConfig, IMPA.profiles["official"], [])
     ours = IMPA(cfg)
-    ours._build(3, size, emb_dim, n_pert)
+    ours.build(Shape(3, size, emb_dim, n_pert))
     theirs = {"generator": OGenerator(size, cfg.style_dim, in_channels=3, dim_in=cfg.dim_in),
               "style_encoder": OStyleEncoder(size, cfg.style_dim, in_channels=3, dim_in=cfg.dim_in, single_style=True,
                                              num_domains=n_pert),
@@ -159,7 +160,7 @@ def phendiff(official: Path, size: int, batch: int, seed: int) -> None:
     from methods.phendiff import PhenDiff, PhenDiffConfig
 
     method = PhenDiff(config_from_overrides(PhenDiffConfig, PhenDiff.profiles["official"], []))
-    method._build(3, size, 1024)
+    method.build(Shape(3, size, 1024, 1))
     ours = method.model.unet.eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

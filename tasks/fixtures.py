@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .layouts import LAYOUTS
+from benchmark.registry import LAYOUTS
 
 PERTURBATIONS = {
     "bbbc021": ["taxol", "nocodazole", "AZ138"],
@@ -37,7 +37,7 @@ def _key_and_batch(layout: str, plate: int, pert: int, i: int) -> tuple[str, str
 def write_fixture(root: Path, layout: str, *, plates: int = 2, per_group: int = 6, seed: int = 0,
                   emb_dim: int = 16) -> Path:
     """Write a tiny `layout` dataset under `root` (an IMPA_sources-like directory) and return `root`."""
-    lay = LAYOUTS[layout]
+    lay = LAYOUTS.get(layout)
     root = Path(root)
     rng = np.random.default_rng(seed)
     perts = PERTURBATIONS[layout]

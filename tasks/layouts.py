@@ -40,17 +40,17 @@ class Layout:
                                     self.perturbation_key)))
 
 
-LAYOUTS: dict[str, Layout] = {
-    "bbbc021": Layout(
+BUILTIN_LAYOUTS = (  # registered in benchmark.registry.LAYOUTS
+    Layout(
         name="bbbc021", key_rule=bbbc021_path, images="datasets/bbbc021_all",
         metadata=("datasets/bbbc021_all/metadata/bbbc021_df_all.csv",),
         embeddings=("embeddings/csv/emb_fp.csv",), channels=BBBC021_CHANNELS),
-    "rxrx1": Layout(
+    Layout(
         name="rxrx1", key_rule=rxrx1_path, images="datasets/rxrx1",
         metadata=("datasets/rxrx1/metadata/rxrx1_df.csv",),
         embeddings=("embeddings/csv/rxrx1_gene2vec_embeddings.csv",), channels=RXRX1_CHANNELS,
         control="negative_control", eval_subset=100),
-    "cpg0000": Layout(
+    Layout(
         name="cpg0000", key_rule=cpg0000_path,
         images="datasets/cpg0000/cpg0000_u2os_normalized_segmented_large",
         metadata=("datasets/cpg0000/metadata/metadata_large.csv", "datasets/cpg0000/metadata/metadata_large_gene2vec.csv"),
@@ -58,4 +58,4 @@ LAYOUTS: dict[str, Layout] = {
                     "embeddings/cpg0000/orf_embeddings.csv"),
         channels=CPG0000_CHANNELS, perturbation_key="BROAD_SAMPLE", control="none", batch_column="PLATE",
         eval_subset=100),
-}
+)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmark.errors import BenchmarkError
 
-from .layouts import LAYOUTS
+from benchmark.registry import LAYOUTS
 from .packed import is_packed, load_packed, pack
 from .task import Task, TaskData
 
@@ -53,20 +53,20 @@ def prepare(task: Task, source: Path | None, data_dir: Path, *, embeddings: Path
             eval_index: Path | None = None, force: bool = False) -> TaskData:
     """`python -m benchmark prepare`: check a published dataset and pack it (the simulated screen is simulated and
     packed by the same code, and takes no source); returns the task's data read back from the store."""
-    if task.layout not in LAYOUTS:
+    if task.layout not in LAYOUTS.names():
         if source is not None:
             raise BenchmarkError(f"task {task.name} is simulated; it takes no --source")
         return task.load(data_dir)
     if source is None:
         raise BenchmarkError(f"task {task.name}: --source DIR (the unzipped IMPA_sources directory) is required")
-    pack(LAYOUTS[task.layout], source, store_dir(data_dir, task.layout), embeddings=embeddings, eval_index=eval_index,
+    pack(LAYOUTS.get(task.layout), source, store_dir(data_dir, task.layout), embeddings=embeddings, eval_index=eval_index,
          force=force)
     return task.load(data_dir)
 
 
 def published_tasks() -> list[Task]:
     def common(layout: str, name: str) -> dict:
-        lay = LAYOUTS[layout]
+        lay = LAYOUTS.get(layout)
         emb_dim, n_pert = PUBLISHED_SHAPE[layout]
         return dict(version="1", layout=layout, channels=lay.channels, image_size=lay.image_size, control=lay.control,
                     loader=partial(load_published, layout=layout, task_name=name), embedding_dim=emb_dim,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,9 @@ from benchmark import io
 from benchmark.errors import BenchmarkError
 
 from .embeddings import lookup
+
+if TYPE_CHECKING:
+    from benchmark.method import TrainData
 
 Pairing = Literal["same-batch", "other-batch"]
 
@@ -138,6 +141,14 @@ class TaskData:
     def train_perturbations(self) -> list[str]:
         names = self.obs["CPD_NAME"].iloc[self.train_rows()]
         return sorted(set(names) - {self.control})
+
+    def train_data(self) -> "TrainData":
+        """What a method's `fit` sees: the training rows, and one embedding row per training perturbation."""
+        from benchmark.method import TrainData
+
+        rows, perts = self.train_rows(), self.train_perturbations()
+        return TrainData(images=self.images[rows], obs=self.obs.iloc[rows], control=self.control, perturbations=perts,
+                         embeddings=self.embed(perts), channels=self.task.channels, pairing=self.task.pairing)
 
     def eval_perturbations(self) -> list[str]:
         test = set(self.obs["CPD_NAME"].iloc[self.rows("test", "trt")])

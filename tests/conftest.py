@@ -10,8 +10,8 @@ import torch
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import register_feature_extractor
 
-from benchmark.metrics.features import EXTRACTORS, FidelityExtractor
-from benchmark.registry import TASKS
+from benchmark.metrics.features import FidelityExtractor
+from benchmark.registry import FEATURES, TASKS
 
 DATA = Path(__file__).parent / "data"
 
@@ -56,7 +56,7 @@ try:
     register_feature_extractor("tiny-test", TinyFeatures)
 except Exception:  # already registered in this interpreter
     pass
-EXTRACTORS.register("tiny", lambda ctx: FidelityExtractor("tiny", TinyFeatures("tiny-test", ["16"]), "16", "tiny-test-weights"))
+FEATURES.register("tiny", lambda ctx: FidelityExtractor("tiny", TinyFeatures("tiny-test", ["16"]), "16", "tiny-test-weights"))
 
 
 @pytest.fixture(scope="session")

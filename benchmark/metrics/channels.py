@@ -57,16 +57,9 @@ class ChannelRule:
     views: Callable[[np.ndarray], list[tuple[str, np.ndarray]]]
 
 
-RULES = {
-    "rgb": ChannelRule("rgb", "3 channels used as R, G, B in stored order", _rgb),
-    "first3": ChannelRule("first3", "channels 0-2 as R, G, B; further stains ignored (the published JUMP rule)", _first3),
-    "each": ChannelRule("each", "every channel scored alone as grey RGB; metric averaged over channels", _each),
-    "rgbmix": ChannelRule("rgbmix", "6 channels mixed to RGB as CellFlux scores RxRx1: clamp(W^T u - 0.5, 0, 1)",
-                          _rgbmix),
-}
-
-
-def get_rule(name: str) -> ChannelRule:
-    if name not in RULES:
-        raise BenchmarkError(f"unknown channel rule {name!r}; expected one of {', '.join(RULES)}")
-    return RULES[name]
+BUILTIN_RULES = (  # registered in benchmark.registry.CHANNEL_RULES
+    ChannelRule("rgb", "3 channels used as R, G, B in stored order", _rgb),
+    ChannelRule("first3", "channels 0-2 as R, G, B; further stains ignored (the published JUMP rule)", _first3),
+    ChannelRule("each", "every channel scored alone as grey RGB; metric averaged over channels", _each),
+    ChannelRule("rgbmix", "6 channels mixed to RGB as CellFlux scores RxRx1: clamp(W^T u - 0.5, 0, 1)", _rgbmix),
+)

@@ -16,14 +16,13 @@ import numpy as np
 import pandas as pd
 
 from benchmark import io
+from benchmark.registry import CHANNEL_RULES, FEATURES
+from benchmark.store import SCORE_COLUMNS
 
-from .channels import get_rule
 from .distances import fid, kid
-from .features import EXTRACTORS, ExtractorContext, Morphology
+from .features import ExtractorContext, Morphology
 from .stats import bootstrap_ci, normal_ci_from_bootstrap
 
-COLUMNS = ["metric", "feature_space", "perturbation", "value", "std", "n_gen", "n_real", "channel_rule",
-           "extractor_sha256", "metric_seed", "ci_low", "ci_high"]
 
 
 @dataclass
@@ -44,7 +43,7 @@ class FeatureCache:
 def _views(extractor, rule_name: str, images: np.ndarray) -> list[tuple[str, np.ndarray]]:
     if not extractor.rgb:
         return [("all", images)]
-    return get_rule(rule_name).views(images)
+    return CHANNEL_RULES.get(rule_name).views(images)
 
 
 BOOTSTRAP = 100  # resamples behind each FID interval
@@ -131,10 +130,10 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
     # images that are the plan's own controls (the identity floor) get their features cached like the real sets'
     are_controls = np.array_equal(generated, data.images[plan.requests["control_row"].to_numpy()])
     for space in spaces:
-        ext = EXTRACTORS.create(space, ctx)
+        ext = FEATURES.get(space)(ctx)
         rule_used = rule if ext.rgb else "all"
         provenance[space] = {"weights_sha256": ext.weights_sha256, "channel_rule": rule_used,
-                             "channel_rule_doc": get_rule(rule).doc if ext.rgb else "all channels read natively"}
+                             "channel_rule_doc": CHANNEL_RULES.get(rule).doc if ext.rgb else "all channels read natively"}
         real_views, gen_views = {}, {}
         for view, imgs in _views(ext, rule, reference):
             key = dict(cache_key, space=space, sha=ext.weights_sha256, rule=rule_used, view=view)
@@ -163,4 +162,4 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
             morph = (m, cache.get(dict(cache_key, space="morphology", sha=m.weights_sha256, rule="all", view="all"),
                                   lambda: m(reference, what="real reference images")))
         rows += paired_rows(generated, np.asarray(truth), morph[0], morph[1], kid_seed)
-    return pd.DataFrame(rows, columns=COLUMNS), provenance
+    return pd.DataFrame(rows, columns=list(SCORE_COLUMNS)), provenance

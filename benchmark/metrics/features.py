@@ -14,9 +14,9 @@ extractors go through a channel rule; the morphology space reads all channels.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -155,22 +155,3 @@ class Morphology:
 
 def morphology(ctx: ExtractorContext) -> Morphology:
     return Morphology(ctx.channels)
-
-
-@dataclass
-class ExtractorRegistry:
-    factories: dict[str, Callable[[ExtractorContext], Extractor]] = field(default_factory=dict)
-
-    def register(self, name: str, factory: Callable[[ExtractorContext], Extractor]) -> None:
-        self.factories[name] = factory
-
-    def create(self, name: str, ctx: ExtractorContext) -> Extractor:
-        if name not in self.factories:
-            raise BenchmarkError(f"unknown feature space {name!r}; available: {', '.join(sorted(self.factories))}")
-        return self.factories[name](ctx)
-
-    def names(self) -> list[str]:
-        return sorted(self.factories)
-
-
-EXTRACTORS = ExtractorRegistry({"inception": inception, "morphology": morphology})

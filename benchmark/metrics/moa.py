@@ -154,3 +154,21 @@ def moa_rows(clf: MoAClassifier, data, plan, generated: np.ndarray, seed: int) -
         rows.append(row("moa_acc_by_moa", moa, gen_ok[g], int(r.sum())))
         rows.append(row("moa_acc_real_by_moa", moa, real_ok[r], int(r.sum())))
     return rows
+
+
+class MoAScorer:
+    """The `moa` scorer: MoA accuracy of the task's classifier on generated and real reference images."""
+
+    name = "moa"
+    doc = "MoA accuracy of a classifier trained on the task's real images; tasks with MoA labels"
+
+    def applies(self, task) -> bool:
+        return task.moa
+
+    def score(self, data, plan, generated: np.ndarray, *, cache_dir: Path, split_hash: str,
+              seed: int) -> tuple[pd.DataFrame, dict]:
+        """Metric rows and the classifier's provenance for the manifest."""
+        clf = classifier_for(data, cache_dir, split_hash)
+        provenance = {"weights_sha256": clf.weights_sha256, "classes": clf.classes, "config": asdict(clf.config),
+                      "trained_on": f"{len(data.train_rows())} real training images of {data.task.name}"}
+        return pd.DataFrame(moa_rows(clf, data, plan, generated, seed)), provenance

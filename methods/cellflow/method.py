@@ -16,23 +16,16 @@ from __future__ import annotations
 
 import copy
 import math
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 from torch.nn import functional as F
-from torchvision.transforms.functional import gaussian_blur
-from tqdm.auto import tqdm
 
-from benchmark import io
-from benchmark.errors import BenchmarkError
-from benchmark.method import Capabilities, GenerateRequest, Method, TrainData
-from methods.training import (accumulate, as_float, autocast, batch_record, decide, epochs_to_steps, image_flips,
-                              load_checkpoint, random_flips, resolve_device, resolve_precision, save_checkpoint)
+from benchmark.method import Capabilities, GenerateRequest, TrainData
+from methods.training import (Shape, TorchMethod, TrainingConfig, TrainingSet, accumulate, as_float, decide,
+                              image_flips, random_flips)
 
 from .adm import AdmUNet
 from .path import interpolate, ot_pairing, sample_time, target_velocity
@@ -41,7 +34,7 @@ from .unet import UNet
 
 
 @dataclass
-class CellFlowConfig:
+class CellFlowConfig(TrainingConfig):
     # velocity field
     arch: Literal["compact", "adm"] = "compact"  # adm: the official CellFlux U-Net (adm.py)
     width: int = 32
@@ -54,10 +47,7 @@ class CellFlowConfig:
     time_scale: float = 1000.0  # the sinusoidal time features see time_scale * t (official code: 1)
     # training (Algorithm 1)
     steps: int = 1200
-    epochs: float = 0.0  # > 0: passes over the treated training images (the official epoch), converted to steps;
-    # `steps` is then ignored (set epochs=0 to give steps)
-    batch_size: int = 32  # images per optimiser step
-    grad_accum: int = 1  # the step's batch in this many chunks, gradients accumulated (memory of batch / grad_accum)
+    batch_size: int = 32  # images per optimiser step (an epoch: a pass over the treated training images)
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = 1e-4
     betas: tuple[float, ...] = (0.9, 0.999)
@@ -79,7 +69,6 @@ class CellFlowConfig:
     flip_p: float = 0.5
     flip_per: Literal["batch", "image"] = "batch"  # image: each image flipped on its own (official: p 0.3)
     dequantize: bool = False  # uniform noise on the 8-bit pixels before scaling (official code)
-    checkpoint_every: int = 250
     # sampling
     alpha: float = 1.2  # CFG strength; 1 = no guidance
     solver: str = "euler"
@@ -88,9 +77,6 @@ class CellFlowConfig:
     use_ema: bool = True
     # ablations (Table 2c)
     condition: bool = True  # False: "w/o Condition"
-    device: str = "auto"
-    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"  # auto: bf16 where the device has it in hardware;
-    # fp16 trains with a gradient scaler (the official code's)
 
 
 QUICK: dict[str, Any] = {"lr": 1e-3, "coupling": "ot", "solver": "midpoint", "noise_blur": 2.0}
@@ -127,7 +113,7 @@ def ema_decay(target: float, step: int) -> float:
     return min(target, (1 + step) / (10 + step))
 
 
-class CellFlow(Method):
+class CellFlow(TorchMethod):
     name = "cellflow"
     capabilities = Capabilities(needs_control=True, unseen_perturbations=True, trajectories=True)
     Config = CellFlowConfig
@@ -135,14 +121,11 @@ class CellFlow(Method):
     default_profile = "quick"
     display_order = 3
     ablations = ("no-condition", "no-cfg", "no-noise")
-    resources = {"gpus": 1, "cpus": 8, "mem_gb": 64, "time_min": 24 * 60}
 
     def __init__(self, config: CellFlowConfig | None = None) -> None:
         super().__init__(config)
         self.model: UNet | AdmUNet | None = None
         self.ema: UNet | AdmUNet | None = None
-        self.channels = 0
-        self.cond_dim = 0
 
     # --- pieces ------------------------------------------------------------------
     def variant(self) -> str:
@@ -155,30 +138,24 @@ class CellFlow(Method):
             names.append("w/o noise")
         return ", ".join(names) or "default"
 
-    def _device(self) -> torch.device:
-        return resolve_device(self.config.device)
-
-    def _bf16(self) -> bool:
-        return resolve_precision(self.config.mixed_precision, self._device()) == "bf16"
-
-    def _autocast(self) -> torch.autocast:
-        return autocast(self.config.mixed_precision, self._device())
-
-    def _build(self, channels: int, cond_dim: int) -> None:
+    def build(self, shape: Shape) -> None:
         c = self.config
-        self.channels, self.cond_dim = channels, cond_dim
+        channels, cond_dim = shape.channels, shape.embedding_dim
         if c.arch == "adm":
             self.model = AdmUNet(channels, cond_dim, c.width, tuple(c.mults), c.blocks, tuple(c.attention_levels),
                                  c.heads, c.dropout, c.time_scale)
         else:
             self.model = UNet(channels, cond_dim, c.width, tuple(c.mults), c.blocks, c.attention, c.dropout,
                               c.time_scale)
-        if self._bf16():  # oneDNN's and cuDNN's fast bf16 convolutions want NHWC (2 CPU cores, quick: 99 -> 114 img/s)
+        if self.precision == "bf16":  # oneDNN's and cuDNN's fast bf16 convolutions want NHWC (2 CPU cores, quick: 99 -> 114 img/s)
             self.model.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
 
+    def modules(self) -> dict[str, Any]:
+        return {"model": self.model, "ema": self.ema}
+
     def networks(self, channels: int, image_size: int, embedding_dim: int, n_perturbations: int) -> dict:
-        self._build(channels, embedding_dim)
+        self.build(Shape(channels, image_size, embedding_dim, n_perturbations))
         example = (torch.zeros(1, channels, image_size, image_size), torch.full((1,), 0.5),
                    torch.zeros(1, embedding_dim), torch.zeros(1, dtype=torch.bool))
         return {"field": (self.model, example)}
@@ -197,6 +174,8 @@ class CellFlow(Method):
         use = decide(c.p_noise, c.noise_per, n, g, c.batch_group)
         eps = torch.randn(x0.shape, generator=g)
         if c.noise_blur > 0:
+            from torchvision.transforms.functional import gaussian_blur  # imported when used: it loads torch._dynamo
+
             eps = gaussian_blur(eps, 2 * math.ceil(3 * c.noise_blur) + 1, c.noise_blur)
             eps = eps / eps.std(dim=(1, 2, 3), keepdim=True)
         return x0 + c.noise_std * eps * use.view(-1, 1, 1, 1).to(x0)
@@ -215,11 +194,11 @@ class CellFlow(Method):
 
     def field_loss(self, xt: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, drop: torch.Tensor,
                    target: torch.Tensor) -> torch.Tensor:
-        dev = self._device()
+        dev = self.device
         xt = xt.to(dev)
-        if self._bf16():
+        if self.precision == "bf16":
             xt = xt.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
+        with self.autocast():
             v = self.model(xt, t.to(dev), emb.to(dev), drop.to(dev))
         return F.mse_loss(v.float(), target.to(dev))
 
@@ -255,92 +234,50 @@ class CellFlow(Method):
         k = c.batch_size
         return x0[:k], x1[:k], pos[:k]
 
-    # --- Method API ----------------------------------------------------------------
-    def fit(self, data: TrainData, *, seed: int, workdir: Path) -> dict[str, Any]:
+    # --- training (the loop is TorchMethod's) --------------------------------------------
+    def start_training(self, train: TrainingSet, steps: int) -> dict[str, Any]:
+        from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+
         c = self.config
-        if len(data.perturbations) == 0:
-            raise BenchmarkError("cellflow: the training split has no treated images")
-        batch_record(c.batch_size, c.grad_accum)  # refuses a batch that does not split
-        emb_table = torch.from_numpy(data.embedding_matrix(data.perturbations))
-        pert_index = {p: i for i, p in enumerate(data.perturbations)}
-        target_pert = np.array([pert_index[p] for p in data.obs["CPD_NAME"].to_numpy()[data.treated_rows]])
-        images = torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2)  # uint8, converted per batch
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # the initial weights depend on the run seed only
-            self._build(images.shape[1], emb_table.shape[1])
-        dev = self._device()
-        self.model.to(dev)
-        self.ema.to(dev)
-        steps = self.total_steps(len(data.treated_rows))
-        if c.optimizer == "adamw":
-            opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
-        else:
-            opt = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
-        precision = resolve_precision(c.mixed_precision, dev)
-        scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
+        self.target_pert = train.labels[train.data.treated_rows]
+        adam = torch.optim.AdamW if c.optimizer == "adamw" else torch.optim.Adam
+        self.opt = adam(self.model.parameters(), lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
         if c.lr_schedule == "cosine":
-            lr_sched = get_cosine_schedule_with_warmup(opt, c.warmup_steps, steps)
+            self.lr_sched = get_cosine_schedule_with_warmup(self.opt, c.warmup_steps, steps)
         else:
-            lr_sched = get_constant_schedule_with_warmup(opt, c.warmup_steps)
-        g = torch.Generator().manual_seed(seed)
-        np_rng = np.random.default_rng(seed)
-        ckpt = Path(workdir) / "checkpoint.pt"
-        parts = {"model": self.model, "ema": self.ema, "optimizer": opt, "lr_schedule": lr_sched}
-        if scaler.is_enabled():
-            parts["grad_scaler"] = scaler
-        step, losses = load_checkpoint(ckpt, parts, "losses", g, np_rng, dev)
-        t0, start = time.time(), step
-        bar = tqdm(total=steps, initial=step, desc="cellflow training", unit="step")
-        while step < steps:
-            self.model.train()
-            x0, x1, pos = self.draw_pairs(data, images, g, np_rng)
-            emb = emb_table[torch.from_numpy(target_pert[pos])]
-            inputs = self.loss_inputs(x0, x1, emb, g)
-            opt.zero_grad(set_to_none=True)
-            loss = accumulate(self.field_loss, inputs, c.grad_accum, scaler)
-            scaler.step(opt)
-            scaler.update()
-            lr_sched.step()
-            with torch.no_grad():
-                decay = ema_decay(c.ema_decay, step)
-                for pe, pm in zip(self.ema.parameters(), self.model.parameters()):
-                    pe.lerp_(pm, 1 - decay)
-            step += 1
-            losses.append(loss.item())
-            bar.update()
-            if step % 25 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-25:]):.4f}")
-            if step % c.checkpoint_every == 0 or step == steps:
-                save_checkpoint(ckpt, parts, step, ("losses", losses), g, np_rng)
-        bar.close()
-        elapsed = time.time() - t0
-        done = step - start
-        return {"steps": step, "resumed_from": start, "loss_first_50": float(np.mean(losses[:50])), "loss_last_50": float(np.mean(losses[-50:])),
-                "train_images_per_s": round(done * c.batch_size / elapsed, 2) if done else None,
-                "parameters": sum(p.numel() for p in self.model.parameters()), "device": str(dev),
-                "precision": precision, "epochs": round(steps * c.batch_size / len(data.treated_rows), 3),
-                "batch": batch_record(c.batch_size, c.grad_accum),
-                "treated_training_images": len(data.treated_rows)}
+            self.lr_sched = get_constant_schedule_with_warmup(self.opt, c.warmup_steps)
+        return {"optimizer": self.opt, "lr_schedule": self.lr_sched}
 
-    def total_steps(self, n_treated: int) -> int:
-        """`steps`, or `epochs` passes over the treated training images in full batches (the official loader
-        iterates over treated images, with drop_last)."""
-        c = self.config
-        return epochs_to_steps(c.epochs, c.steps, n_treated, c.batch_size)
+    def train_step(self, train: TrainingSet, step: int, g: torch.Generator, np_rng: np.random.Generator) -> list[float]:
+        self.model.train()
+        x0, x1, pos = self.draw_pairs(train.data, train.images, g, np_rng)
+        emb = train.embeddings[torch.from_numpy(self.target_pert[pos])]
+        inputs = self.loss_inputs(x0, x1, emb, g)
+        self.opt.zero_grad(set_to_none=True)
+        loss = accumulate(self.field_loss, inputs, self.config.grad_accum, self.scaler)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.lr_sched.step()
+        with torch.no_grad():
+            decay = ema_decay(self.config.ema_decay, step)
+            for pe, pm in zip(self.ema.parameters(), self.model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        return [loss.item()]
 
+    # --- sampling ------------------------------------------------------------------------
     def field(self, emb: torch.Tensor, alpha: float | None = None) -> GuidedField:
         net = self.ema if self.config.use_ema else self.model
         net.eval()
         alpha = self.config.alpha if alpha is None else alpha
-        return GuidedField(net, emb.to(self._device()), alpha, conditional=self.config.condition)
+        return GuidedField(net, emb.to(self.device), alpha, conditional=self.config.condition)
 
     @torch.no_grad()
     def generate(self, request: GenerateRequest, *, seed: int) -> torch.Tensor:
-        x0 = request.controls.to(self._device())
+        x0 = request.controls.to(self.device)
         if self.config.inference_noise:
             g = torch.Generator().manual_seed(seed)
             x0 = x0 + self.config.noise_std * torch.randn(x0.shape, generator=g).to(x0)
-        with self._autocast():  # the field in bf16 where training used it; the ODE state stays float32
+        with self.autocast():  # the field in bf16 where training used it; the ODE state stays float32
             x1, _ = integrate(self.field(request.embeddings), x0, self.config.solver, self.config.nfe)
         return x1.cpu()
 
@@ -348,21 +285,7 @@ class CellFlow(Method):
     def trajectory(self, controls: torch.Tensor, embeddings: torch.Tensor, frames: tuple[float, ...],
                    reverse: bool = False) -> dict[float, torch.Tensor]:
         """States at `frames` along the forward (control -> perturbed) or reverse path."""
-        with self._autocast():
-            _, states = integrate(self.field(embeddings), controls.to(self._device()), self.config.solver,
+        with self.autocast():
+            _, states = integrate(self.field(embeddings), controls.to(self.device), self.config.solver,
                                   self.config.nfe, reverse=reverse, frames=frames)
         return states
-
-    def save(self, path: Path) -> None:
-        io.write_torch(Path(path) / "cellflow.pt", {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
-                                                     "channels": self.channels, "cond_dim": self.cond_dim})
-        io.write_json(Path(path) / "config.json", asdict(self.config))
-
-    def load(self, path: Path) -> None:
-        state = torch.load(Path(path) / "cellflow.pt", map_location="cpu", weights_only=True)
-        self._build(int(state["channels"]), int(state["cond_dim"]))
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.model.to(self._device())
-        self.ema.to(self._device())
-

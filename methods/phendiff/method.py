@@ -12,30 +12,28 @@ channel count.
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from diffusers import DDIMInverseScheduler, DDIMScheduler
-from diffusers.optimization import get_cosine_schedule_with_warmup
-from diffusers.training_utils import EMAModel
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
-from benchmark import io
-from benchmark.errors import BenchmarkError
-from benchmark.method import Capabilities, GenerateRequest, Method, TrainData
-from methods.training import (accumulate, as_float, autocast, batch_record, decide, load_checkpoint, random_flips,
-                              resolve_device, resolve_precision, save_checkpoint)
+from benchmark.method import Capabilities, GenerateRequest, TrainData
+from methods.training import (Shape, TorchMethod, TrainingConfig, TrainingSet, accumulate, as_float, decide,
+                              random_flips)
 
 from .model import CONTROL, NULL, PERTURBATION, Denoiser
 
+if TYPE_CHECKING:
+    from diffusers import DDIMScheduler
+    from diffusers.training_utils import EMAModel
+
+# diffusers is imported where it is used: importing it costs over a second that `list` and name checks need not pay
+
 
 @dataclass
-class PhenDiffConfig:
+class PhenDiffConfig(TrainingConfig):
     # denoiser (published: widths 128, 256, 512; 2 layers per block; 32 groups)
     widths: tuple[int, ...] = (32, 64, 64)
     layers_per_block: int = 1
@@ -46,9 +44,6 @@ class PhenDiffConfig:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     # training
-    steps: int = 1500
-    batch_size: int = 32  # images per optimiser step
-    grad_accum: int = 1  # the step's batch in this many chunks, gradients accumulated (memory of batch / grad_accum)
     lr: float = 1e-4
     warmup_steps: int = 500
     adam_betas: tuple[float, ...] = (0.95, 0.999)
@@ -62,14 +57,11 @@ class PhenDiffConfig:
     null_condition: Literal["learned", "zero"] = "learned"  # published: zero class embedding
     resize: int = 0  # > 0: train and translate at this size (bilinear), outputs resized back (published: 128)
     flip_augment: bool = True
-    checkpoint_every: int = 250
     # translation
     inversion_steps: int = 100
     generation_steps: int = 100
     guidance: float = 1.0  # 1 = no classifier-free guidance, as published
     use_ema: bool = True
-    device: str = "auto"
-    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"  # fp16 with a gradient scaler (published)
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -87,34 +79,28 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-class PhenDiff(Method):
+class PhenDiff(TorchMethod):
     name = "phendiff"
     capabilities = Capabilities(needs_control=True, unseen_perturbations=True)
     Config = PhenDiffConfig
     profiles = PROFILES
     default_profile = "quick"
     display_order = 1
-    resources = {"gpus": 1, "cpus": 8, "mem_gb": 64, "time_min": 24 * 60}
 
     def __init__(self, config: PhenDiffConfig | None = None) -> None:
         super().__init__(config)
         self.model: Denoiser | None = None
         self.ema: EMAModel | None = None
-        self.shape: tuple[int, int, int] = (0, 0, 0)  # channels, image size, embedding dim
 
     # --- pieces ------------------------------------------------------------------------
     def scheduler(self) -> DDIMScheduler:
+        from diffusers import DDIMScheduler
+
         c = self.config
         return DDIMScheduler(num_train_timesteps=c.train_timesteps, beta_schedule="scaled_linear",
                              beta_start=c.beta_start, beta_end=c.beta_end, prediction_type="v_prediction",
                              rescale_betas_zero_snr=True, timestep_spacing="trailing", clip_sample=True,
                              clip_sample_range=1.0)
-
-    def _device(self) -> torch.device:
-        return resolve_device(self.config.device)
-
-    def _autocast(self) -> torch.autocast:
-        return autocast(self.config.mixed_precision, self._device())
 
     def _resized(self, x: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """x at the working size (`resize`), or back at `size`; bilinear, antialiased when shrinking."""
@@ -123,17 +109,30 @@ class PhenDiff(Method):
             return x
         return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
-    def _build(self, channels: int, size: int, cond_dim: int) -> None:
+    def _denoiser(self) -> Denoiser:
+        c, shape = self.config, self.shape
+        return Denoiser(shape.channels, shape.embedding_dim, tuple(c.widths), c.layers_per_block, c.attention_head_dim,
+                        c.norm_num_groups, c.resize or shape.image_size, c.null_condition == "zero")
+
+    def build(self, shape: Shape) -> None:
+        """The denoiser at the size it trains and translates at (`resize`, else the task's)."""
+        from diffusers.training_utils import EMAModel
+
         c = self.config
-        self.shape = (channels, size, cond_dim)
-        self.model = Denoiser(channels, cond_dim, tuple(c.widths), c.layers_per_block, c.attention_head_dim,
-                              c.norm_num_groups, size, c.null_condition == "zero")
+        self.shape = shape
+        self.model = self._denoiser()
         self.ema = EMAModel(self.model.parameters(), decay=c.ema_max_decay, use_ema_warmup=True,
                             inv_gamma=c.ema_inv_gamma, power=c.ema_power)
 
+    def modules(self) -> dict[str, Any]:
+        return {"model": self.model, "ema": self.ema}
+
+    def epoch_rows(self, data: TrainData) -> int:
+        return len(data.images)  # it learns controls and treated cells alike
+
     def networks(self, channels: int, image_size: int, embedding_dim: int, n_perturbations: int) -> dict:
         size = self.config.resize or image_size  # the size it trains and translates at
-        self._build(channels, size, embedding_dim)
+        self.build(Shape(channels, image_size, embedding_dim, n_perturbations))
         example = (torch.zeros(1, channels, size, size), torch.zeros(1, dtype=torch.long),
                    torch.zeros(1, embedding_dim), torch.zeros(1, dtype=torch.long))
         # the U-Net alone as well: the published one differs from ours only in its class table
@@ -151,8 +150,8 @@ class PhenDiff(Method):
 
     def denoiser_loss(self, xt: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, kind: torch.Tensor,
                       target: torch.Tensor) -> torch.Tensor:
-        dev = self._device()
-        with self._autocast():
+        dev = self.device
+        with self.autocast():
             v = self.model(xt.to(dev), t.to(dev), emb.to(dev), kind.to(dev))
         return F.mse_loss(v.float(), target.to(dev))
 
@@ -160,80 +159,45 @@ class PhenDiff(Method):
         """v-prediction MSE at uniformly drawn training timesteps."""
         return self.denoiser_loss(*self.loss_inputs(x0, emb, kind, g))
 
-    # --- Method API ----------------------------------------------------------------------
-    def fit(self, data: TrainData, *, seed: int, workdir: Path) -> dict[str, Any]:
+    # --- training (the loop is TorchMethod's) ---------------------------------------------
+    def start_training(self, train: TrainingSet, steps: int) -> dict[str, Any]:
         c = self.config
-        if len(data.perturbations) == 0:
-            raise BenchmarkError("phendiff: the training split has no treated images")
-        batch_record(c.batch_size, c.grad_accum)  # refuses a batch that does not split
-        names = data.obs["CPD_NAME"].to_numpy()
-        treated = names != data.control
-        emb_table = torch.from_numpy(data.embedding_matrix(data.perturbations))
-        pert_index = {p: i for i, p in enumerate(data.perturbations)}
-        row_pert = torch.from_numpy(np.array([pert_index.get(p, 0) for p in names]))
-        row_kind = torch.from_numpy(np.where(treated, PERTURBATION, CONTROL))
-        images = torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # initial weights depend on the run seed only
-            self._build(images.shape[1], c.resize or images.shape[-1], emb_table.shape[1])
-        dev = self._device()
-        self.model.to(dev)
-        self.ema.to(dev)
-        opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, betas=tuple(c.adam_betas),
-                                weight_decay=c.weight_decay, eps=1e-8)
-        lr_sched = get_cosine_schedule_with_warmup(opt, c.warmup_steps, c.steps)
-        precision = resolve_precision(c.mixed_precision, dev)
-        scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
-        g = torch.Generator().manual_seed(seed)
-        np_rng = np.random.default_rng(seed)
-        ckpt = Path(workdir) / "checkpoint.pt"
-        parts = {"model": self.model, "ema": self.ema, "optimizer": opt, "lr_schedule": lr_sched}
-        if scaler.is_enabled():
-            parts["grad_scaler"] = scaler
-        step, losses = load_checkpoint(ckpt, parts, "losses", g, np_rng, dev)
-        t0, start = time.time(), step
-        bar = tqdm(total=c.steps, initial=step, desc="phendiff training", unit="step")
-        while step < c.steps:
-            self.model.train()
-            pick = torch.randint(len(images), (c.batch_size,), generator=g)
-            x0 = self._resized(as_float(images[pick]))
-            if c.flip_augment:
-                (x0,) = random_flips(g, x0)
-            kind = row_kind[pick].clone()
-            kind[decide(c.p_uncond, c.p_uncond_per, len(pick), g)] = NULL
-            inputs = self.loss_inputs(x0, emb_table[row_pert[pick]], kind, g)
-            opt.zero_grad(set_to_none=True)
-            loss = accumulate(self.denoiser_loss, inputs, c.grad_accum, scaler)
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            lr_sched.step()
-            self.ema.step(self.model.parameters())
-            step += 1
-            losses.append(loss.item())
-            bar.update()
-            if step % 25 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-25:]):.4f}")
-            if step % c.checkpoint_every == 0 or step == c.steps:
-                save_checkpoint(ckpt, parts, step, ("losses", losses), g, np_rng)
-        bar.close()
-        elapsed = time.time() - t0
-        done = step - start
-        return {"steps": step, "resumed_from": start, "loss_first_50": float(np.mean(losses[:50])), "loss_last_50": float(np.mean(losses[-50:])),
-                "train_images_per_s": round(done * c.batch_size / elapsed, 2) if done else None,
-                "parameters": sum(p.numel() for p in self.model.parameters()), "device": str(dev),
-                "precision": precision, "batch": batch_record(c.batch_size, c.grad_accum)}
+        self.row_kind = torch.from_numpy(np.where(train.labels >= 0, PERTURBATION, CONTROL))
+        self.row_pert = torch.from_numpy(np.maximum(train.labels, 0))  # controls: any row, their kind says control
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, betas=tuple(c.adam_betas),
+                                     weight_decay=c.weight_decay, eps=1e-8)
+        from diffusers.optimization import get_cosine_schedule_with_warmup
+
+        self.lr_sched = get_cosine_schedule_with_warmup(self.opt, c.warmup_steps, steps)
+        return {"optimizer": self.opt, "lr_schedule": self.lr_sched}
+
+    def train_step(self, train: TrainingSet, step: int, g: torch.Generator, np_rng: np.random.Generator) -> list[float]:
+        c = self.config
+        self.model.train()
+        pick = torch.randint(len(train.images), (c.batch_size,), generator=g)
+        x0 = self._resized(as_float(train.images[pick]))
+        if c.flip_augment:
+            (x0,) = random_flips(g, x0)
+        kind = self.row_kind[pick].clone()
+        kind[decide(c.p_uncond, c.p_uncond_per, len(pick), g)] = NULL
+        inputs = self.loss_inputs(x0, train.embeddings[self.row_pert[pick]], kind, g)
+        self.opt.zero_grad(set_to_none=True)
+        loss = accumulate(self.denoiser_loss, inputs, c.grad_accum, self.scaler)
+        self.scaler.unscale_(self.opt)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.lr_sched.step()
+        self.ema.step(self.model.parameters())
+        return [loss.item()]
 
     def _net(self) -> Denoiser:
         """The EMA weights (or the raw ones) in a copy, leaving the training state alone."""
-        net = Denoiser(self.shape[0], self.shape[2], tuple(self.config.widths), self.config.layers_per_block,
-                       self.config.attention_head_dim, self.config.norm_num_groups, self.shape[1],
-                       self.config.null_condition == "zero")
+        net = self._denoiser()
         net.load_state_dict(self.model.state_dict())
         if self.config.use_ema:
             self.ema.copy_to(net.parameters())
-        return net.to(self._device()).eval()
+        return net.to(self.device).eval()
 
     def _prediction(self, net: Denoiser, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor,
                     kind: torch.Tensor, guidance: float) -> torch.Tensor:
@@ -247,9 +211,11 @@ class PhenDiff(Method):
     @torch.no_grad()
     def invert(self, x: torch.Tensor, emb: torch.Tensor, kind: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         """Deterministic DDIM inversion image -> latent under the given condition, without guidance."""
+        from diffusers import DDIMInverseScheduler
+
         net, inv = self._net(), DDIMInverseScheduler.from_config(self.scheduler().config)
         inv.set_timesteps(steps or self.config.inversion_steps)
-        x = x.to(self._device())
+        x = x.to(self.device)
         for t in inv.timesteps:
             x = inv.step(self._prediction(net, x, t, emb.to(x.device), kind.to(x.device), 1.0), t, x).prev_sample
         return x
@@ -261,7 +227,7 @@ class PhenDiff(Method):
         net, sched = self._net(), self.scheduler()
         sched.set_timesteps(steps or self.config.generation_steps)
         guidance = self.config.guidance if guidance is None else guidance
-        x = latent.to(self._device())
+        x = latent.to(self.device)
         for t in sched.timesteps:
             v = self._prediction(net, x, t, emb.to(x.device), kind.to(x.device), guidance)
             x = sched.step(v, t, x, eta=0.0).prev_sample
@@ -275,16 +241,3 @@ class PhenDiff(Method):
         latent = self.invert(self._resized(request.controls), emb, torch.full((n,), CONTROL))
         out = self.regenerate(latent, emb, torch.full((n,), PERTURBATION))
         return self._resized(out, size).clamp(-1, 1).cpu()
-
-    def save(self, path: Path) -> None:
-        io.write_torch(Path(path) / "phendiff.pt", {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
-                                                     "shape": list(self.shape)})
-        io.write_json(Path(path) / "config.json", asdict(self.config))
-
-    def load(self, path: Path) -> None:
-        state = torch.load(Path(path) / "phendiff.pt", map_location="cpu", weights_only=True)
-        self._build(*[int(v) for v in state["shape"]])
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.model.to(self._device())
-        self.ema.to(self._device())

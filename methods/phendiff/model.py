@@ -12,7 +12,6 @@ guidance) are learned vectors of their own.
 from __future__ import annotations
 
 import torch
-from diffusers import UNet2DModel
 from torch import nn
 
 from methods.training import pad_to_multiple
@@ -43,6 +42,8 @@ class Denoiser(nn.Module):
 
     def __init__(self, channels: int, cond_in: int, widths: tuple[int, ...], layers_per_block: int,
                  attention_head_dim: int, norm_num_groups: int, image_size: int, zero_null: bool = False) -> None:
+        from diffusers import UNet2DModel  # imported when built: see method.py
+
         super().__init__()
         n = len(widths)
         self.unet = UNet2DModel(

@@ -1,11 +1,16 @@
 """The report's paper tables from tiny runs: 2a (MoA), 2b (unseen), 2c (ablations), 2d (batch), ranks."""
 
+import shutil
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from benchmark.cli import main
 
 from .conftest import TINY_CELLFLOW
+
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +116,25 @@ def test_a_flow_run_draws_its_trajectories_and_the_report_collects_them(results,
     assert drawn and all(name.endswith(("-forward.png", "-reverse.png")) for name in drawn)
     collected = sorted(p.name for p in (out / "figures" / "synthetic-tiny" / "trajectories").glob("*.png"))
     assert set(collected) <= set(drawn) and collected  # the default-variant run's strips, copied as they are
+
+
+def test_records_alone_regenerate_the_tables_and_keep_the_figures(results, tmp_path):
+    """What `results/` is built from: records exported from a store (no images, no weights) give the same tables
+    as the runs themselves, and a report without images keeps the figures an earlier report drew."""
+    out, runs = results
+    records = tmp_path / "records"
+    assert main(["list-runs", "--out", str(runs), "--export", str(records)]) == 0
+    assert {p.name for p in records.iterdir()} == {p.name for p in runs.iterdir() if not p.name.startswith(".")}
+    assert all(sorted(f.name for f in p.iterdir()) == ["manifest.json", "metrics.csv"] for p in records.iterdir())
+    copy = tmp_path / "results"
+    shutil.copytree(out, copy)
+    assert main(["report", "--runs", str(records), "--results", str(copy)]) == 0
+    before, after = _tree(out), _tree(copy)
+    assert sorted(before) == sorted(after) and any(k.startswith("figures/") for k in after)
+    changed = sorted(k for k in before if before[k] != after[k])
+    assert changed == ["tables.md"]  # only its figure note: kept, not drawn
+    assert "kept from an earlier report" in (copy / "tables.md").read_text()
+
+
+def _tree(root) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -6,7 +6,10 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from benchmark.cli import main
+from benchmark.errors import BenchmarkError
 from benchmark.store import OWNER_FILE, RunStore
 
 
@@ -94,8 +97,14 @@ def test_older_manifests_are_brought_to_todays_form_on_read(tmp_path):
                                       ("oracle", "bbbc021-ood", 9, "bbbc021"), ("mine", "synthetic", 5, "")):
         run = tmp_path / f"{method}-{task}"
         run.mkdir()
-        (run / MANIFEST).write_text(json.dumps({"method": method, "task": {"name": task}}))
+        (run / MANIFEST).write_text(json.dumps({"run_id": "r", "seed": 0, "method": method, "task": {"name": task},
+                                                "overrides": None}))
         m = read_manifest(run)
-        assert m["display_order"] == order and m["task"]["variant_of"] == base
-    (run / MANIFEST).write_text(json.dumps({"method": "mine", "display_order": 4, "task": {"name": "x-ood", "variant_of": ""}}))
-    assert read_manifest(run)["display_order"] == 4 and read_manifest(run)["task"]["variant_of"] == ""
+        assert m.display_order == order and m.task["variant_of"] == base and m.overrides == []
+    (run / MANIFEST).write_text(json.dumps({"run_id": "r", "seed": 0, "method": "mine", "display_order": 4,
+                                            "task": {"name": "x-ood", "variant_of": ""}, "added_later": 1}))
+    m = read_manifest(run)
+    assert m.display_order == 4 and m.task["variant_of"] == "" and m.to_json()["added_later"] == 1
+    (run / MANIFEST).write_text(json.dumps({"method": "mine", "task": {"name": "x"}}))
+    with pytest.raises(BenchmarkError, match="manifest.json: no 'run_id'; expected a run's record"):
+        read_manifest(run)

@@ -11,10 +11,7 @@ from benchmark.method import GenerateRequest, TrainData, to_tensor
 
 @pytest.fixture(scope="session")
 def train_data(tiny_data) -> TrainData:
-    rows = tiny_data.train_rows()
-    return TrainData(images=tiny_data.images[rows], obs=tiny_data.obs.iloc[rows], control="DMSO",
-                     perturbations=tiny_data.train_perturbations(), embeddings=tiny_data.embeddings,
-                     channels=tiny_data.task.channels)
+    return tiny_data.train_data()
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,7 @@
 """CellFlow's `official` profile: the official CellFlux field, training options and sampler, checked by numbers."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -34,9 +36,10 @@ def test_the_edm_heun_sampler_makes_100_field_evaluations_on_the_51_point_grid()
 
 
 def test_epochs_convert_to_steps_as_the_official_loader_counts_them():
+    data = SimpleNamespace(treated_rows=range(1000))
     m = CellFlow(CellFlowConfig(epochs=200, batch_size=128))
-    assert m.total_steps(1000) == 200 * (1000 // 128)  # full batches of treated images (drop_last)
-    assert CellFlow(CellFlowConfig(steps=7)).total_steps(1000) == 7
+    assert m.total_steps(data) == 200 * (1000 // 128)  # full batches of treated images (drop_last)
+    assert CellFlow(CellFlowConfig(steps=7)).total_steps(data) == 7
 
 
 def test_per_batch_decisions_are_made_per_group_of_the_official_per_gpu_batch():

@@ -10,7 +10,7 @@ from benchmark.cli import main
 from benchmark.registry import TASKS
 from tasks import packed
 from tasks.fixtures import write_fixture
-from tasks.layouts import LAYOUTS
+from benchmark.registry import LAYOUTS
 from tasks.packed import choose_eval_perturbations, is_packed
 
 CASES = [("bbbc021", "bbbc021"), ("rxrx1", "rxrx1"), ("cpg0000", "jump")]
@@ -27,10 +27,10 @@ def test_fixture_layouts_run_end_to_end_with_identity_and_oracle(sources, layout
     data_dir, runs = tmp_path / "data", tmp_path / "runs"
     assert main(["prepare", task, "--source", str(sources[layout]), "--data-dir", str(data_dir)]) == 0
     data = TASKS.get(task).load(data_dir)
-    assert isinstance(data.images, np.memmap) and data.images.shape == (48, 96, 96, len(LAYOUTS[layout].channels))
+    assert isinstance(data.images, np.memmap) and data.images.shape == (48, 96, 96, len(LAYOUTS.get(layout).channels))
     # pixels are the source crops, row for row
     first = data.obs.iloc[0]
-    assert np.array_equal(data.images[0], np.load(sources[layout] / LAYOUTS[layout].images / first["FILE"]))
+    assert np.array_equal(data.images[0], np.load(sources[layout] / LAYOUTS.get(layout).images / first["FILE"]))
     assert set(data.obs["STATE"]) == {"control", "trt"} and data.control in set(data.obs["CPD_NAME"])
     for method in ("identity", "oracle"):
         assert main(["run", "--method", method, "--task", task, "--data-dir", str(data_dir), "--out", str(runs),
@@ -53,7 +53,7 @@ def test_every_channel_can_be_scored(sources, tmp_path):
 def _broken(sources, tmp_path, how):
     src = tmp_path / "src"
     shutil.copytree(sources["bbbc021"], src)
-    lay = LAYOUTS["bbbc021"]
+    lay = LAYOUTS.get("bbbc021")
     meta_path = src / lay.metadata[0]
     meta = pd.read_csv(meta_path, index_col=0)
     row = 5
@@ -98,7 +98,7 @@ def test_a_truncated_last_crop_is_found_before_anything_is_written(sources, tmp_
     """The crop checks are a first pass over every crop: the copy never starts on a dataset with a bad crop."""
     src = tmp_path / "src"
     shutil.copytree(sources["bbbc021"], src)
-    lay = LAYOUTS["bbbc021"]
+    lay = LAYOUTS.get("bbbc021")
     meta = pd.read_csv(src / lay.metadata[0], index_col=0)
     last = src / lay.images / lay.key_rule(meta["SAMPLE_KEY"].iloc[-1])
     last.write_bytes(last.read_bytes()[:-10])  # header intact, ten pixel bytes missing
@@ -118,10 +118,10 @@ def test_the_lock_file_is_removed_after_success_and_failure(sources, tmp_path, m
 
     monkeypatch.setattr(packed, "load_crop", dying)  # a failure during the copy, after the checks passed
     with pytest.raises(OSError):
-        packed.pack(LAYOUTS["bbbc021"], sources["bbbc021"], data_dir / "bbbc021")
+        packed.pack(LAYOUTS.get("bbbc021"), sources["bbbc021"], data_dir / "bbbc021")
     assert list(data_dir.iterdir()) == []
     monkeypatch.undo()
-    packed.pack(LAYOUTS["bbbc021"], sources["bbbc021"], data_dir / "bbbc021")
+    packed.pack(LAYOUTS.get("bbbc021"), sources["bbbc021"], data_dir / "bbbc021")
     assert [p.name for p in data_dir.iterdir()] == ["bbbc021"]
 
 
@@ -137,11 +137,11 @@ def test_interrupted_preparation_leaves_no_store_and_a_rerun_starts_clean(source
 
     monkeypatch.setattr(packed, "load_crop", dying)
     with pytest.raises(KeyboardInterrupt):
-        packed.pack(LAYOUTS["bbbc021"], sources["bbbc021"], data_dir / "bbbc021")
+        packed.pack(LAYOUTS.get("bbbc021"), sources["bbbc021"], data_dir / "bbbc021")
     assert not is_packed(data_dir / "bbbc021") and not (data_dir / "bbbc021").exists()
     monkeypatch.setattr(packed, "load_crop", real)
     (data_dir / ".bbbc021.partial-999").mkdir()  # what a SIGKILL would leave
-    packed.pack(LAYOUTS["bbbc021"], sources["bbbc021"], data_dir / "bbbc021")
+    packed.pack(LAYOUTS.get("bbbc021"), sources["bbbc021"], data_dir / "bbbc021")
     assert is_packed(data_dir / "bbbc021") and not list(data_dir.glob(".*partial*"))
 
 
@@ -166,7 +166,7 @@ def test_missing_data_says_what_to_download_and_the_command(tmp_path, capsys):
 
 
 def _pack_bbbc021(source, dest):
-    return str(packed.pack(LAYOUTS["bbbc021"], source, dest))
+    return str(packed.pack(LAYOUTS.get("bbbc021"), source, dest))
 
 
 def test_concurrent_preparations_of_one_dataset_both_succeed(sources, tmp_path):

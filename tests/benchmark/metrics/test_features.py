@@ -6,9 +6,10 @@ import torch
 import torch_fidelity
 
 from benchmark.errors import BenchmarkError
-from benchmark.metrics.channels import get_rule, rxrx1_rgb
+from benchmark.metrics.channels import rxrx1_rgb
 from benchmark.metrics.distances import fid, kid
-from benchmark.metrics.features import EXTRACTORS, ExtractorContext, Morphology
+from benchmark.metrics.features import ExtractorContext, Morphology
+from benchmark.registry import CHANNEL_RULES, FEATURES
 
 
 class UInt8Dataset(torch.utils.data.Dataset):
@@ -29,7 +30,7 @@ def images(seed, n, size=32, shift=0):
 
 
 def ours_vs_fidelity(extractor_name, ctx, a, b, **fidelity_kwargs):
-    ext = EXTRACTORS.create(extractor_name, ctx)
+    ext = FEATURES.get(extractor_name)(ctx)
     fa, fb = ext(a), ext(b)
     ours_fid = fid(fb, fa)
     ours_kid = kid(fb, fa, seed=7)[0]
@@ -59,7 +60,7 @@ def test_converted_inception_matches_fid_helper_and_torch_fidelity(tmp_path):
     ctx = ExtractorContext(cache_dir=tmp_path.parent / (tmp_path.name + "-c"), channels=("a", "b", "c"))
     ctx.cache_dir.mkdir()
     (ctx.cache_dir / "weights").mkdir()
-    ext = EXTRACTORS.create("inception", ExtractorContext(cache_dir=tmp_path.parent, channels=("a", "b", "c"),
+    ext = FEATURES.get("inception")(ExtractorContext(cache_dir=tmp_path.parent, channels=("a", "b", "c"),
                                                           inception_weights=path))
     x = images(3, 6, size=48)
     ours = ext(x)
@@ -84,7 +85,7 @@ def test_converted_inception_matches_fid_helper_and_torch_fidelity(tmp_path):
 def test_missing_weights_file_is_a_clear_error(tmp_path):
     ctx = ExtractorContext(cache_dir=tmp_path, channels=("a", "b", "c"), inception_weights=tmp_path / "nope.pth")
     with pytest.raises(BenchmarkError, match="nope.pth: Inception weights file not found"):
-        EXTRACTORS.create("inception", ctx)
+        FEATURES.get("inception")(ctx)
 
 
 def test_weights_that_are_not_a_plain_state_dict_are_refused(tmp_path):
@@ -94,12 +95,12 @@ def test_weights_that_are_not_a_plain_state_dict_are_refused(tmp_path):
     bad.write_bytes(pickle.dumps(object()))
     ctx = ExtractorContext(cache_dir=tmp_path, channels=("a", "b", "c"), inception_weights=bad)
     with pytest.raises(BenchmarkError, match="not a plain state dict"):
-        EXTRACTORS.create("inception", ctx)
+        FEATURES.get("inception")(ctx)
 
 
 def test_unknown_feature_space(tmp_path):
     with pytest.raises(BenchmarkError, match="unknown feature space 'nope'"):
-        EXTRACTORS.create("nope", ExtractorContext(cache_dir=tmp_path, channels=("a",)))
+        FEATURES.get("nope")(ExtractorContext(cache_dir=tmp_path, channels=("a",)))
 
 
 def disk(size, radius, channels=3, dna=2):
@@ -126,17 +127,17 @@ def test_morphology_measures_nucleus_size_and_count():
 
 def test_channel_rules():
     x = np.random.default_rng(0).integers(0, 255, (4, 8, 8, 5)).astype(np.uint8)
-    views = get_rule("each").views(x)
+    views = CHANNEL_RULES.get("each").views(x)
     assert [v for v, _ in views] == [f"ch{i}" for i in range(5)]
     assert all(im.shape == (4, 8, 8, 3) for _, im in views)
     assert np.array_equal(views[4][1][..., 1], x[..., 4])
-    assert get_rule("first3").views(x)[0][1].shape[-1] == 3
+    assert CHANNEL_RULES.get("first3").views(x)[0][1].shape[-1] == 3
     with pytest.raises(BenchmarkError, match="'rgb' needs 3 channels, images have 5"):
-        get_rule("rgb").views(x)
+        CHANNEL_RULES.get("rgb").views(x)
     six = np.zeros((1, 2, 2, 6), np.uint8)
     six[..., 0] = 200  # stain 1 -> blue at weight 1, less the offset of half the range: 200 - 127.5
-    assert get_rule("rgbmix").views(six)[0][1][0, 0, 0].tolist() == [0, 0, 72]
-    assert get_rule("rgbmix").views(np.full((1, 1, 1, 6), 255, np.uint8))[0][1].ravel().tolist() == [255] * 3
+    assert CHANNEL_RULES.get("rgbmix").views(six)[0][1][0, 0, 0].tolist() == [0, 0, 72]
+    assert CHANNEL_RULES.get("rgbmix").views(np.full((1, 1, 1, 6), 255, np.uint8))[0][1].ravel().tolist() == [255] * 3
 
 
 def test_the_rxrx1_rule_is_cellflux_colour_mix_in_its_own_value_range():
