@@ -37,10 +37,14 @@ class Capabilities:
     trajectories: bool = False  # has `trajectory(controls, embeddings, frames, reverse)`: a run draws its strips
 
 
+def as_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 in [-1, 1]: the one map from pixels to what methods see."""
+    return images.float() / 127.5 - 1
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    return x / 127.5 - 1.0
+    return as_float(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2))
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

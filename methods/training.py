@@ -87,11 +87,6 @@ def pad_to_multiple(x: torch.Tensor, factor: int) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
 
 
-def as_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 in [-1, 1]."""
-    return images.float() / 127.5 - 1
-
-
 def random_flips(g: torch.Generator, *batches: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The same random horizontal/vertical flips for every tensor: cells have no orientation."""
     if torch.rand(1, generator=g) < 0.5:

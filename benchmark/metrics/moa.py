@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from benchmark import io
 from benchmark.errors import BenchmarkError
+from benchmark.method import to_tensor
 
 from .stats import bootstrap_ci
 
@@ -36,10 +37,6 @@ class MoAConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
-
-
-def _as_input(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 class MoAClassifier:
@@ -58,7 +55,7 @@ class MoAClassifier:
         if len(classes) < 2:
             raise BenchmarkError(f"MoA classifier: the training images have {len(classes)} class; expected 2 or more")
         y = torch.tensor([classes.index(l) for l in labels])
-        x = _as_input(images)
+        x = to_tensor(images)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             model = cls._build(config, x.shape[1], len(classes))
@@ -86,7 +83,7 @@ class MoAClassifier:
     def predict(self, images: np.ndarray, batch: int = 256) -> np.ndarray:
         out = []
         for i in range(0, len(images), batch):
-            out.append(self.model(_as_input(images[i: i + batch])).argmax(1).numpy())
+            out.append(self.model(to_tensor(images[i: i + batch])).argmax(1).numpy())
         idx = np.concatenate(out) if out else np.array([], dtype=int)
         return np.asarray(self.classes, dtype=object)[idx]
 

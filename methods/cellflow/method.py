@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from benchmark.method import Capabilities, GenerateRequest, TrainData
-from methods.training import (Shape, TorchMethod, TrainingConfig, TrainingSet, accumulate, as_float, decide,
+from benchmark.method import Capabilities, GenerateRequest, TrainData, as_float
+from methods.training import (Shape, TorchMethod, TrainingConfig, TrainingSet, accumulate, decide,
                               image_flips, random_flips)
 
 from .adm import AdmUNet

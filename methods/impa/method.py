@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmark.method import Capabilities, GenerateRequest, TrainData
-from methods.training import Shape, TorchMethod, TrainingConfig, TrainingSet, as_float, random_flips
+from benchmark.method import Capabilities, GenerateRequest, TrainData, as_float
+from methods.training import Shape, TorchMethod, TrainingConfig, TrainingSet, random_flips
 
 from .networks import Discriminator, Generator, MappingNetwork, StyleEncoder, kaiming_init
 

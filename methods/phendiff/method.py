@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from benchmark.method import Capabilities, GenerateRequest, TrainData
-from methods.training import (Shape, TorchMethod, TrainingConfig, TrainingSet, accumulate, as_float, decide,
+from benchmark.method import Capabilities, GenerateRequest, TrainData, as_float
+from methods.training import (Shape, TorchMethod, TrainingConfig, TrainingSet, accumulate, decide,
                               random_flips)
 
 from .model import CONTROL, NULL, PERTURBATION, Denoiser

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from benchmark.errors import BenchmarkError
-from benchmark.method import Capabilities, GenerateRequest, Method, TrainData, config_from_overrides, to_tensor
+from benchmark.method import (Capabilities, GenerateRequest, Method, TrainData, as_float, config_from_overrides,
+                              to_tensor)
 from benchmark.registry import METHODS
-from methods.training import Shape, TorchMethod, TrainingConfig, TrainingSet, as_float
+from methods.training import Shape, TorchMethod, TrainingConfig, TrainingSet
 
 UNSEEN = "taxol"
 

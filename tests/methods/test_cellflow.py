@@ -175,7 +175,7 @@ def test_bf16_sampling_keeps_a_float32_state_close_to_float32_sampling(fitted, m
 
 
 def test_pooled_ot_keeps_a_batch_of_closer_same_plate_pairs(train_data):
-    from methods.training import as_float
+    from benchmark.method import as_float
 
     images = torch.from_numpy(np.ascontiguousarray(train_data.images)).permute(0, 3, 1, 2)
     every = as_float(images).flatten(1)
