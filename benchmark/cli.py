@@ -53,6 +53,24 @@ def _check_names(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     _check_names(args)
+    if args.processes > 1 and "WORLD_SIZE" not in os.environ:  # become a process group through torchrun
+        import socket
+        import subprocess
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        argv, skip = [], False
+        for arg in args.argv:  # the same command, less --processes
+            if not skip and arg != "--processes" and not arg.startswith("--processes="):
+                argv.append(arg)
+            skip = arg == "--processes"
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.processes),
+                               "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "benchmark", *argv])
+        if done.returncode:
+            raise BenchmarkError(f"the {args.processes}-process run failed (exit code {done.returncode}); its "
+                                 "processes' messages are above")
+        return
     from benchmark.runner import RunConfig, run
 
     cfg = RunConfig(method=args.method, task=args.task, seed=args.seed, out=args.out, data_dir=args.data_dir,
@@ -61,6 +79,8 @@ def cmd_run(args: argparse.Namespace) -> None:
                     from_run=args.from_run, reuse_generated=args.reuse_generated,
                     channel_rule=args.channel_rule)
     path = run(cfg)
+    if path is None:  # a helper process of a group: the main one reports
+        return
     from benchmark.store import Run, read_manifest
 
     m = Run(path, read_manifest(path)).summary()
@@ -177,6 +197,13 @@ def _seed(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = _seed(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
 def _seeds(text: str) -> str:
     for s in _csv(text):
         _seed(s)
@@ -211,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--method", required=True, help=f"one of: {_names('method')} (and plugins; see `list`)")
     r.add_argument("--task", required=True, help=f"one of: {_names('task')}")
     r.add_argument("--seed", type=_seed, default=0, help="training and sampling seed, an integer >= 0 (default: 0)")
+    r.add_argument("--processes", type=_positive, default=1,
+                   help="data-parallel processes on this machine, launched through torchrun (default: 1; one per GPU "
+                        "where there are GPUs); the results depend on the effective batch, not on this number")
     r.add_argument("--out", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"), help="run store (default: runs/)")
     r.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"), help="datasets and caches (default: data/)")
     r.add_argument("--profile", default=None,
@@ -303,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # a usage error (2) or --help (0)
         return e.code if isinstance(e.code, int) else 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args.fn(args)
     except BenchmarkError as e:

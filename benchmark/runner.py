@@ -90,18 +90,20 @@ def interruptible():
 class Stages:
     """A header per stage of a run, and its elapsed time when the next begins, on stderr beside the progress bars."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
         self.t0 = time.time()
         self.title: str | None = None
         self.started = 0.0
+        self.quiet = quiet  # processes other than the main one of a group say nothing
 
     def start(self, title: str) -> None:
         self.end()
-        print(f"== {title}", file=sys.stderr, flush=True)
+        if not self.quiet:
+            print(f"== {title}", file=sys.stderr, flush=True)
         self.title, self.started = title, time.time()
 
     def end(self) -> None:
-        if self.title is not None:
+        if self.title is not None and not self.quiet:
             now = time.time()
             print(f"   {self.title.split(':')[0]} took {now - self.started:.1f} s ({now - self.t0:.0f} s in all)",
                   file=sys.stderr, flush=True)
@@ -149,10 +151,16 @@ def check_capabilities(cls: type[Method], task) -> None:
         raise BenchmarkError(f"method {cls.name} cannot translate to unseen perturbations; task {task.name} evaluates only held-out ones")
 
 
-def generate_all(method: Method, data, plan, seed: int, batch: int) -> np.ndarray:
+def generate_all(method: Method, data, plan, seed: int, batch: int) -> np.ndarray | None:
+    """The plan's images, generated in chunks of `batch`. In a process group each process generates every
+    world-th chunk and the main process gathers them (None elsewhere); every chunk's seed depends on its position
+    only, so the images do not depend on how many processes shared the work."""
+    state = process_state()
     req = plan.requests
-    out = []
-    for start in tqdm(range(0, len(req), batch), desc=f"generating ({method.name})", unit="batch"):
+    starts = list(range(0, len(req), batch))
+    out = {}
+    for start in tqdm(starts[state.process_index:: state.num_processes], desc=f"generating ({method.name})",
+                      unit="batch", disable=not state.is_main_process):
         part = req.iloc[start : start + batch]
         rows = part["control_row"].to_numpy()
         perts = part["CPD_NAME"].tolist()
@@ -168,8 +176,26 @@ def generate_all(method: Method, data, plan, seed: int, batch: int) -> np.ndarra
         x = method.generate(request, seed=seed * 100_003 + start)
         if tuple(x.shape) != tuple(request.controls.shape):
             raise BenchmarkError(f"method {method.name} returned shape {tuple(x.shape)}, expected {tuple(request.controls.shape)}")
-        out.append(to_uint8(x))
-    return np.concatenate(out)
+        out[start] = to_uint8(x)
+    if state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        gathered = gather_object([out])
+        if not state.is_main_process:
+            return None
+        out = {k: v for part in gathered for k, v in part.items()}
+    if sorted(out) != starts or sum(len(v) for v in out.values()) != len(req):
+        raise BenchmarkError(f"generation returned {sum(len(v) for v in out.values())} images in {len(out)} chunks; "
+                             f"the plan has {len(req)} in {len(starts)}")
+    return np.concatenate([out[k] for k in starts])
+
+
+def process_state():
+    """accelerate's process state: one process, or the group that torchrun, `accelerate launch` or a SLURM job
+    (submitit) set up from the environment."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())  # without a GPU, a group of CPU processes (gloo)
 
 
 def reused_images(run_dir: Path, manifest: Manifest, task: str, split_hash: str, plan,
@@ -188,8 +214,8 @@ def reused_images(run_dir: Path, manifest: Manifest, task: str, split_hash: str,
     return np.ascontiguousarray(images)
 
 
-def run(cfg: RunConfig) -> Path:
-    """Execute one run and return its directory in the store."""
+def run(cfg: RunConfig) -> Path | None:
+    """Execute one run and return its directory in the store (None in the helper processes of a group)."""
     task = TASKS.get(cfg.task)
     if cfg.channel_rule is not None:
         task = dataclasses.replace(task, channel_rule=CHANNEL_RULES.get(cfg.channel_rule).name)
@@ -205,16 +231,28 @@ def run(cfg: RunConfig) -> Path:
     if "inception" in cfg.features and cfg.inception_weights is not None:
         verified_weights(cfg.inception_weights)
     t0 = time.time()
-    stages = Stages()
+    state = process_state()
+    stages = Stages(quiet=not state.is_main_process)
     stages.start(f"data: {task.name} ({task.dataset}; simulated or packed on first use, then read from {cfg.data_dir})")
-    data = task.load(cfg.data_dir)
-    split_hash = data.write_split_manifest(Path(cfg.data_dir) / "splits" / f"{task.name}-v{task.version}.csv")
+    with state.main_process_first():  # the main process simulates or packs; the others read what it wrote
+        data = task.load(cfg.data_dir)
+        split_hash = data.write_split_manifest(Path(cfg.data_dir) / "splits" / f"{task.name}-v{task.version}.csv")
     store = RunStore(cfg.out)
+    if not state.is_main_process:  # a helper of a process group: trains and generates its share, records nothing
+        from accelerate.utils import broadcast_object_list
+
+        run_id = broadcast_object_list([None])[0]
+        _run_staged(cfg, task, cls, config, data, split_hash, run_id, store.root / ".staging" / run_id, t0, stages)
+        return None
     for path in store.reap_stale():
         print(f"moved a stale staged run to {path} (its process is gone)", file=sys.stderr)
     run_id = store.new_id(cfg.method, cfg.task, cfg.seed)
     with interruptible():
         stage = store.staging(run_id)
+        if state.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list([run_id])
         try:
             _run_staged(cfg, task, cls, config, data, split_hash, run_id, stage, t0, stages)
         except BaseException as e:
@@ -247,10 +285,11 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
             method.load(Path(cfg.from_run) / "model")
             fit_summary["model_sha256"] = {p.name: io.sha256_file(p) for p in sorted((Path(cfg.from_run) / "model").iterdir())}
     t_fit = time.time() - t_fit
-    if not cfg.reuse_generated:
+    main = process_state().is_main_process
+    if not cfg.reuse_generated and main:
         method.save(stage / "model")
-        if cls.capabilities.reads_heldout:
-            method.attach_heldout(data.heldout_pool(plan))
+    if not cfg.reuse_generated and cls.capabilities.reads_heldout:
+        method.attach_heldout(data.heldout_pool(plan))
     seed_everything(cfg.seed)
     stages.start(f"generate: {len(plan.requests)} images ({plan.requests['CPD_NAME'].nunique()} perturbations)")
     t_gen = time.time()
@@ -260,6 +299,8 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
         fit_summary["generated_sha256"] = io.sha256_file(Path(cfg.from_run) / "generated.npy")
     else:
         generated = generate_all(method, data, plan, cfg.seed, cfg.generate_batch)
+    if not main:
+        return
     t_gen = time.time() - t_gen
     if cls.capabilities.trajectories and not cfg.reuse_generated:  # drawn now, so the report only collects files
         from benchmark.trajectory import DEFAULT_FRAMES, draw

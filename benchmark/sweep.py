@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import traceback
 from dataclasses import dataclass, field
@@ -33,7 +34,9 @@ from benchmark.registry import DEFAULT_FEATURES, METHODS, TASKS
 from benchmark.store import RunStore
 
 LAUNCHERS = ("slurm", "local", "debug")
-RESOURCE_KEYS = ("partition", "gpus", "cpus", "mem_gb", "time_min")
+# gpus: per node; tasks: processes per node, one process group across nodes (default: one per GPU, else 1);
+# cpus: per task
+RESOURCE_KEYS = ("partition", "gpus", "cpus", "mem_gb", "time_min", "nodes", "tasks")
 
 
 @dataclass(frozen=True)
@@ -68,15 +71,21 @@ class JobSpec:
                    overrides=tuple(d["overrides"]), features=tuple(d["features"]), resources=dict(d["resources"]))
 
 
-def _per_method(items: list[str], what: str) -> dict[str, list[tuple[str, str]]]:
-    """`method.key=value` strings -> {method: [(key, value)]}."""
+def _per_method(items: list[str], what: str, commas: bool = False) -> dict[str, list[tuple[str, str]]]:
+    """`method.key=value` strings -> {method: [(key, value)]}; with `commas`, `method.a=1,b=2` sets both."""
     out: dict[str, list[tuple[str, str]]] = {}
     for item in items:
-        head, sep, value = item.partition("=")
-        method, dot, key = head.partition(".")
-        if not sep or not dot:
-            raise BenchmarkError(f"{what} {item!r}: expected METHOD.KEY=VALUE")
-        out.setdefault(method, []).append((key, value))
+        method = None
+        for part in item.split(",") if commas else [item]:
+            head, sep, value = part.partition("=")
+            first, dot, key = head.partition(".")
+            if dot:
+                method = first
+            elif method is not None:  # `b=2` after `method.a=1`
+                key = first
+            if not sep or method is None or not key:
+                raise BenchmarkError(f"{what} {item!r}: expected METHOD.KEY=VALUE")
+            out.setdefault(method, []).append((key, value))
     return out
 
 
@@ -89,7 +98,7 @@ def plan(methods: list[str], tasks: list[str], seeds: list[int], *, ablations: b
     for t in tasks:
         TASKS.get(t)
     set_by = _per_method(list(sets), "--set")
-    res_by = _per_method(list(resources), "--resources")
+    res_by = _per_method(list(resources), "--resources", commas=True)
     for m in {**set_by, **res_by}:
         if m not in methods:
             raise BenchmarkError(f"option for method {m!r}, which is not in --methods ({', '.join(methods)})")
@@ -151,22 +160,48 @@ class SweepJob:
         except Exception:  # the in-process debug launcher has no job environment
             return None
 
+    @staticmethod
+    def _join_process_group() -> bool:
+        """In a job of several tasks, give this task the environment of one rank of a process group (as torchrun
+        would), from submitit's job environment; returns whether this is rank 0, the one that records."""
+        try:
+            import submitit
+
+            env = submitit.JobEnvironment()
+        except Exception:  # the in-process debug launcher has no job environment
+            return True
+        if env.num_tasks > 1:
+            os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks),
+                              LOCAL_RANK=str(env.local_rank), LOCAL_WORLD_SIZE=str(env.num_tasks // env.num_nodes),
+                              MASTER_ADDR=env.hostnames[0],
+                              MASTER_PORT=str(20000 + int("".join(c for c in env.job_id if c.isdigit()) or 0) % 20000))
+        return env.global_rank == 0
+
     def __call__(self) -> str:
-        from benchmark.runner import RunConfig, run
+        from benchmark.runner import run
 
         s = self.spec
+        if not self._join_process_group():  # a helper rank: trains and generates its share, records nothing
+            run(self._config())
+            return ""
         _write_state(self.sweep_dir, s.spec_hash, status="running", log=self._log())
         try:
-            path = run(RunConfig(method=s.method, task=s.task, seed=s.seed, out=self.runs, data_dir=self.data_dir,
-                                 profile=s.profile, overrides=list(s.overrides), features=s.features,
-                                 workdir=self.sweep_dir / "work" / s.spec_hash,
-                                 sweep={"name": self.sweep, "spec_hash": s.spec_hash}))
+            path = run(self._config())
         except Exception as e:
             _write_state(self.sweep_dir, s.spec_hash, status="failed", error=f"{type(e).__name__}: {e}",
                          traceback=traceback.format_exc(), log=self._log())
             raise
         _write_state(self.sweep_dir, s.spec_hash, status="done", run_dir=str(path))
         return str(path)
+
+    def _config(self):
+        from benchmark.runner import RunConfig
+
+        s = self.spec
+        return RunConfig(method=s.method, task=s.task, seed=s.seed, out=self.runs, data_dir=self.data_dir,
+                         profile=s.profile, overrides=list(s.overrides), features=s.features,
+                         workdir=self.sweep_dir / "work" / s.spec_hash,
+                         sweep={"name": self.sweep, "spec_hash": s.spec_hash})
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         """Called by submitit on timeout/preemption: resubmit the same job; fit resumes from work/<hash>."""
@@ -196,13 +231,16 @@ def _executor(launcher: str, folder: Path, res: dict[str, Any], max_parallel: in
     timeout = timeout_min if timeout_min is not None else res.get("time_min", 60)
     if launcher == "debug":  # in this process, one job after the other: for debugging a method
         return submitit.DebugExecutor(folder=logs)
+    tasks = res.get("tasks") or res.get("gpus") or 1  # processes per node: one per GPU unless told
     if launcher == "local":  # subprocesses on this machine, with submitit's timeout and requeue
         ex = submitit.LocalExecutor(folder=logs)
-        ex.update_parameters(timeout_min=timeout, **({"signal_delay_s": signal_delay_s} if signal_delay_s else {}))
+        ex.update_parameters(timeout_min=timeout, tasks_per_node=tasks,
+                             **({"signal_delay_s": signal_delay_s} if signal_delay_s else {}))
         return ex
     ex = submitit.AutoExecutor(folder=logs, cluster="slurm")
     params: dict[str, Any] = {"timeout_min": int(timeout), "cpus_per_task": res.get("cpus", 1),
-                              "mem_gb": res.get("mem_gb", 4), "slurm_array_parallelism": max_parallel}
+                              "mem_gb": res.get("mem_gb", 4), "slurm_array_parallelism": max_parallel,
+                              "nodes": res.get("nodes", 1), "tasks_per_node": tasks}
     if res.get("partition"):
         params["slurm_partition"] = res["partition"]
     if res.get("gpus"):

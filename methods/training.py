@@ -2,9 +2,17 @@
 
 `TorchMethod` owns what every gradient-trained method repeats: device and
 precision, the seeded build, the resume/checkpoint/progress loop, the summary a
-run records, and save/load of weights and config. A method keeps only its
-networks, losses and sampling (`build`, `start_training`, `train_step`,
-`generate`).
+run records, save/load of weights and config, and data parallelism. A method
+keeps only its networks, losses and sampling (`build`, `start_training`,
+`train_step`, `generate`).
+
+Data parallelism runs on accelerate's process state (`PartialState`: the
+process group that `torchrun`, `accelerate launch` or a SLURM job sets up; one
+process otherwise, the same code path). Every rank draws the *whole* batch of a
+step from the run seed and computes the gradient of its share of the batch's
+chunks (`backward`); `sync_gradients` averages them across ranks. The result is a
+function of the effective batch and the seed, not of how many processes shared
+the work (up to float summation order; dropout masks are drawn per rank).
 
 A checkpoint that resumes *exactly* must carry every generator a training loop
 draws from (the loop's torch generator, torch's global generator for dropout,
@@ -223,6 +231,8 @@ class TorchMethod(Method):
         super().__init__(config)
         self.shape: Shape | None = None
         self.scaler: torch.amp.GradScaler | None = None
+        self.world, self.rank = 1, 0  # set by `fit` from the process state
+        self._process_device: torch.device | None = None
 
     # --- what a method provides ------------------------------------------------------------
     @abstractmethod
@@ -252,6 +262,9 @@ class TorchMethod(Method):
     # --- device and precision --------------------------------------------------------------
     @property
     def device(self) -> torch.device:
+        """The configured device; under several processes with `auto`, this process's own (e.g. cuda:1)."""
+        if self._process_device is not None and self.config.device == "auto":
+            return self._process_device
         return resolve_device(self.config.device)
 
     @property
@@ -261,6 +274,43 @@ class TorchMethod(Method):
 
     def autocast(self) -> torch.autocast:
         return autocast(self.config.mixed_precision, self.device)
+
+    # --- data parallelism ---------------------------------------------------------------------
+    def my_rows(self, n: int) -> slice:
+        """This process's contiguous share of a batch of `n` (n divisible by the number of processes)."""
+        per = n // self.world
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+    def backward(self, loss_fn: Any, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Backward of `loss_fn` over this process's `grad_accum` chunks of a whole batch's inputs (the batch is
+        cut into processes x grad_accum equal chunks); each chunk's mean loss is divided by `grad_accum` and
+        `sync_gradients` averages over processes, so the gradient is that of the batch mean. Returns the batch's
+        mean loss (the same number on every process), detached."""
+        chunks = self.config.grad_accum
+        mine = tuple(x[self.my_rows(x.shape[0])] for x in inputs)
+        local = accumulate(loss_fn, mine, chunks, self.scaler)
+        return self.mean_over_processes(local)
+
+    def mean_over_processes(self, value: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return value
+        from accelerate.utils import reduce
+
+        return reduce(value.to(self.device), reduction="mean").cpu()
+
+    def sync_gradients(self, params: Any) -> None:
+        """Average the gradients of `params` over processes (one all-reduce of a flat buffer). Done after backward
+        rather than by DDP hooks: IMPA's R1 penalty differentiates through the discriminator twice, which DDP does
+        not support, and one path for every method keeps them alike (as StyleGAN2-ADA does)."""
+        if self.world == 1:
+            return
+        from accelerate.utils import reduce
+
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")
+        for g in grads:
+            g.copy_(flat[: g.numel()].view_as(g))
+            flat = flat[g.numel():]
 
     def total_steps(self, data: TrainData) -> int:
         c = self.config
@@ -276,7 +326,12 @@ class TorchMethod(Method):
             raise BenchmarkError(f"{self.name}: grad_accum={c.grad_accum} is not supported; expected 1")
         if len(data.perturbations) == 0:
             raise BenchmarkError(f"{self.name}: the training split has no treated images")
-        batch = batch_record(c.batch_size, c.grad_accum)  # refuses a batch that does not split
+        from accelerate import PartialState
+
+        state = PartialState(cpu=resolve_device(c.device).type == "cpu")  # the process group, if launched as one
+        self.world, self.rank = state.num_processes, state.process_index
+        self._process_device = state.device if self.world > 1 and state.device.type == "cuda" else None
+        batch = batch_record(c.batch_size, c.grad_accum, self.world)  # refuses a batch that does not split
         train = TrainingSet(data)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the initial weights depend on the run seed only
@@ -294,7 +349,7 @@ class TorchMethod(Method):
         ckpt = Path(workdir) / "checkpoint.pt"
         step, history = load_checkpoint(ckpt, parts, "history", g, np_rng, self.device)
         t0, start = time.time(), step
-        bar = tqdm(total=steps, initial=step, desc=f"{self.name} training", unit="step")
+        bar = tqdm(total=steps, initial=step, desc=f"{self.name} training", unit="step", disable=self.rank != 0)
         while step < steps:
             history.append([float(v) for v in self.train_step(train, step, g, np_rng)])
             step += 1
@@ -302,7 +357,7 @@ class TorchMethod(Method):
             if step % 25 == 0:
                 recent = np.mean(history[-25:], axis=0)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in zip(self.history_columns, recent)})
-            if step % c.checkpoint_every == 0 or step == steps:
+            if (step % c.checkpoint_every == 0 or step == steps) and self.rank == 0:
                 save_checkpoint(ckpt, parts, step, ("history", history), g, np_rng)
         bar.close()
         elapsed, done = time.time() - t0, step - start
@@ -313,7 +368,7 @@ class TorchMethod(Method):
             summary[f"{col}_last_50"] = float(h[-50:, i].mean())
         return {**summary, "train_images_per_s": round(done * c.batch_size / elapsed, 2) if done else None,
                 "parameters": {k: sum(p.numel() for p in m.parameters()) for k, m in self.counted().items()},
-                "device": str(self.device), "precision": self.precision, "batch": batch,
+                "device": str(self.device), "precision": self.precision, "batch": batch, "processes": self.world,
                 "epochs": round(steps * c.batch_size / max(1, self.epoch_rows(data)), 3),
                 "epoch_rows": self.epoch_rows(data)}
 

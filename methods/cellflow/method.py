@@ -24,7 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from benchmark.method import Capabilities, GenerateRequest, TrainData, as_float
-from methods.training import (Shape, TorchMethod, TrainingConfig, TrainingSet, accumulate, decide,
+from methods.training import (Shape, TorchMethod, TrainingConfig, TrainingSet, decide,
                               image_flips, random_flips)
 
 from .adm import AdmUNet
@@ -254,7 +254,8 @@ class CellFlow(TorchMethod):
         emb = train.embeddings[torch.from_numpy(self.target_pert[pos])]
         inputs = self.loss_inputs(x0, x1, emb, g)
         self.opt.zero_grad(set_to_none=True)
-        loss = accumulate(self.field_loss, inputs, self.config.grad_accum, self.scaler)
+        loss = self.backward(self.field_loss, inputs)
+        self.sync_gradients(self.model.parameters())
         self.scaler.step(self.opt)
         self.scaler.update()
         self.lr_sched.step()

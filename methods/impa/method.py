@@ -168,17 +168,25 @@ class IMPA(TorchMethod):
             x_ctrl, x_trt = random_flips(g, x_ctrl, x_trt)
         y = torch.from_numpy(train.labels[pick])
         z = torch.randn(3, c.batch_size, c.z_dim, generator=g)
-        x_ctrl, x_trt, y, emb, z = x_ctrl.to(dev), x_trt.to(dev), y.to(dev), train.embeddings[y].to(dev), z.to(dev)
+        mine = self.my_rows(c.batch_size)  # the whole batch was drawn; this process trains on its share
+        x_ctrl, x_trt, y, emb, z = (x_ctrl[mine].to(dev), x_trt[mine].to(dev), y[mine].to(dev),
+                                    train.embeddings[y[mine]].to(dev), z[:, mine].to(dev))
         d_loss, _ = self.d_loss(x_ctrl, x_trt, y, emb, z[0])
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
+        self.sync_gradients(self.nets["discriminator"].parameters())
         self.opt_d.step()
         lam = self.lambda_ds(step)
+        self.nets["discriminator"].requires_grad_(False)  # the generator's step needs no discriminator gradient
         g_loss, g_parts = self.g_loss(x_ctrl, y, emb, z[1], z[2], lam)
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
+        self.nets["discriminator"].requires_grad_(True)
+        self.sync_gradients(self.opt_g.param_groups[0]["params"])
         self.opt_g.step()
-        return [d_loss.item(), g_loss.item(), g_parts["cyc"], lam]
+        losses = self.mean_over_processes(torch.tensor([d_loss.item(), g_loss.item(), g_parts["cyc"]],
+                                                       dtype=torch.float64))
+        return [*losses.tolist(), lam]
 
     def inference_z(self, seed: int, n: int = 1) -> torch.Tensor:
         """The paper's protocol: summarise n_z standard-normal draws (mean, or a quantile) into one z, shared by

@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from benchmark.method import Capabilities, GenerateRequest, TrainData, as_float
-from methods.training import (Shape, TorchMethod, TrainingConfig, TrainingSet, accumulate, decide,
+from methods.training import (Shape, TorchMethod, TrainingConfig, TrainingSet, decide,
                               random_flips)
 
 from .model import CONTROL, NULL, PERTURBATION, Denoiser
@@ -182,7 +182,8 @@ class PhenDiff(TorchMethod):
         kind[decide(c.p_uncond, c.p_uncond_per, len(pick), g)] = NULL
         inputs = self.loss_inputs(x0, train.embeddings[self.row_pert[pick]], kind, g)
         self.opt.zero_grad(set_to_none=True)
-        loss = accumulate(self.denoiser_loss, inputs, c.grad_accum, self.scaler)
+        loss = self.backward(self.denoiser_loss, inputs)
+        self.sync_gradients(self.model.parameters())
         self.scaler.unscale_(self.opt)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         self.scaler.step(self.opt)

@@ -5,8 +5,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
+from benchmark.cli import main
 from benchmark.store import RunStore
 
 # A method whose fit blocks, so the signal surely arrives mid-run; registered in the child process only.
@@ -50,3 +52,13 @@ def test_a_signal_mid_run_leaves_no_staging_and_a_failed_run_with_the_reason(sig
     assert failed.run_id == staged.name and failed.state == "failed"
     assert failed.detail["reason"] == f"interrupted by {sig.name}"
     assert f"error: run interrupted by {sig.name}" in err
+
+
+def test_two_processes_generate_exactly_the_plan_in_order(tmp_path, data_dir, tiny_data):
+    """`run --processes 2`: each process generates every other chunk; the main one gathers and records once."""
+    assert main(["run", "--method", "identity", "--task", "synthetic-tiny", "--processes", "2", "--out",
+                 str(tmp_path), "--data-dir", str(data_dir), "--features", "morphology"]) == 0
+    (run,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    plan = tiny_data.eval_plan()
+    generated = np.load(run / "generated.npy")
+    assert np.array_equal(generated, tiny_data.images[plan.requests["control_row"].to_numpy()])

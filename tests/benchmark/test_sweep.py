@@ -96,3 +96,18 @@ def test_a_job_killed_mid_training_is_requeued_and_resumes_from_its_checkpoint(t
     assert state["status"] == "done"
     fit = json.loads((sub.sweep_dir.parent.parent / "runs" / state["run_dir"].split("/")[-1] / "manifest.json").read_text())["fit"]
     assert fit["steps"] == 600 and 0 < fit["resumed_from"] < 600
+
+
+def test_a_job_of_two_tasks_trains_in_one_process_group(tmp_path, data_dir, tiny_data):
+    """`--resources cellflow.tasks=2,...`: submitit starts two tasks; each joins one process group as a rank."""
+    code = main(["sweep", "--methods", "cellflow", "--tasks", "synthetic-tiny", "--launcher", "local",
+                 "--features", "morphology", "--name", "dp", "--sweeps", str(tmp_path / "sweeps"),
+                 "--out", str(tmp_path / "runs"), "--data-dir", str(data_dir),
+                 "--resources", "cellflow.tasks=2,gpus=0,cpus=1", *[a for kv in TINY_CF for a in ("--set", kv)],
+                 "--set", "cellflow.steps=2"])
+    assert code == 0
+    (run,) = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]  # recorded once, by rank 0
+    fit = json.loads((run / "manifest.json").read_text())["fit"]
+    assert fit["processes"] == 2 and fit["batch"] == {"devices": 2, "per_device": 2, "accumulation": 1, "effective": 4}
+    assert sweep.plan(["cellflow"], ["synthetic"], [0], resources=["cellflow.gpus=4,nodes=2"])[0].resources == {
+        **sweep.METHODS.get("cellflow").resources, "gpus": 4, "nodes": 2}

@@ -1,5 +1,6 @@
 """The sweep test against a real SLURM cluster (`.ci/slurm.sh start`); skipped, with the reason, where none runs."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -55,3 +56,18 @@ def test_sweep_on_a_real_slurm_cluster(tmp_path, data_dir, tiny_data, capsys):
     assert main(["report", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]) == 0
     board = pd.concat(pd.read_csv(p) for p in (tmp_path / "results").rglob("leaderboard*.csv"))
     assert len(set(zip(board["method"], board["task"]))) >= 4
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_a_slurm_job_of_two_tasks_trains_cellflow_in_one_process_group(tmp_path, data_dir, tiny_data):
+    tiny = ["cellflow.width=8", "cellflow.mults=1,2", "cellflow.attention=false", "cellflow.batch_size=4",
+            "cellflow.nfe=2", "cellflow.steps=2"]
+    assert main(["sweep", "--methods", "cellflow", "--tasks", "synthetic-tiny", "--launcher", "slurm",
+                 "--features", "morphology", "--name", "dp", "--allow-dirty", "--sweeps", str(tmp_path / "sweeps"),
+                 "--out", str(tmp_path / "runs"), "--data-dir", str(data_dir),
+                 "--resources", "cellflow.tasks=2,gpus=0,cpus=1,mem_gb=4", *[a for kv in tiny for a in ("--set", kv)]]) == 0
+    table = sweep.status(tmp_path / "sweeps" / "dp")
+    assert list(table["status"]) == ["done"], table.to_string()
+    (run,) = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
+    fit = json.loads((run / "manifest.json").read_text())["fit"]
+    assert fit["processes"] == 2
