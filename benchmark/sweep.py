@@ -302,10 +302,10 @@ def wait(sub: Submitted) -> None:
     """Wait for every job; a job that died without writing its state becomes a failure row."""
     for spec, job in sub.jobs:
         try:
-            job.result()
+            job.results()  # one result per task (a job of several tasks is one process group)
         except Exception as e:
             state = _read_state(sub.sweep_dir, spec.spec_hash)
-            if state.get("status") != "failed":
+            if state.get("status") not in ("failed", "done"):
                 _write_state(sub.sweep_dir, spec.spec_hash, status="failed", error=f"{type(e).__name__}: {e}".strip()[:2000],
                              log=state.get("log"))
 
