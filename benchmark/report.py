@@ -18,7 +18,7 @@ import pandas as pd
 
 from benchmark import io
 from benchmark.errors import BenchmarkError
-from benchmark.metrics.stats import t_half_width
+from benchmark.metrics.stats import friedman, paired_comparison, t_half_width
 from benchmark.store import RunStore
 
 KEYS = ["task", "method", "variant", "config", "metric", "feature_space", "perturbation", "extractor_sha256"]
@@ -131,6 +131,30 @@ def table1b(lb: pd.DataFrame, task: str, space: str) -> pd.DataFrame:
     n = t.groupby("perturbation")["n_real"].min()
     wide.insert(0, "n_real", n)
     return wide.reset_index()
+
+
+PER_PERTURBATION = [("fid", "FID"), ("kid", "KID")]  # metrics scored per perturbation (lower is better)
+
+
+def comparisons(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, list[str]]:
+    """Every pair of methods on each per-perturbation metric and feature space of a task: Wilcoxon signed-rank over
+    perturbations, Holm-corrected over the whole table; and a Friedman test per metric (do the methods differ at
+    all?)."""
+    t = lb[(lb["task"] == task) & (lb["perturbation"] != "")]
+    wide, notes = {}, []
+    for metric, name in PER_PERTURBATION:
+        for space in sorted(set(t[t["metric"] == metric]["feature_space"])):
+            m = t[(t["metric"] == metric) & (t["feature_space"] == space)]
+            cols = list(dict.fromkeys(m["label"]))
+            table = m.pivot_table(index="perturbation", columns="label", values="value", aggfunc="first")[cols]
+            if table.shape[1] < 2:
+                continue
+            key = f"{name} per perturbation [{space}]"
+            wide[key] = table
+            p, n = friedman(table)
+            if not pd.isna(p):
+                notes.append(f"{key}: Friedman test over {n} perturbations, {table.shape[1]} methods: p = {p:.3g}")
+    return (paired_comparison(wide) if wide else pd.DataFrame()), notes
 
 
 def _ci(v: float, lo: float, hi: float) -> str:
@@ -278,6 +302,15 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
             if not t2c.empty and base:
                 io.write_csv(d / "table2c.csv", t2c)
                 md += ["\n## Table 2c: ablations\n", to_markdown(t2c, ".4g")]
+        pairs, tests = comparisons(lb, task)
+        if not pairs.empty:
+            io.write_csv(d / "comparisons.csv", pairs)
+            written.append(d / "comparisons.csv")
+            md += ["\n## Paired comparisons of methods\n", "Is one method better than another on a metric scored per "
+                   "perturbation, beyond the noise across perturbations? A two-sided Wilcoxon signed-rank test over "
+                   "the perturbations both were scored on (lower is better; `A lower` counts perturbations where A "
+                   "scored lower), p-values Holm-corrected over every row of this table; the verdict is at 5%.\n\n",
+                   *[f"- {n}\n" for n in tests], "\n", to_markdown(pairs, ".3g")]
         md += ["\n## Provenance\n"] + [f"- {n}\n" for n in notes]
         listed = run_list(runs, lb, task)
         if not listed.empty:

@@ -4,11 +4,17 @@
 - `normal_ci_from_bootstrap`: value ± 1.96 sd of bootstrap replicates, for FID: resampling duplicates images,
   which biases bootstrap FIDs upwards, so percentile intervals of FID can miss the estimate itself.
 - `t_half_width`: half-width of the 95% t interval of a mean over seeds (tables across seeds).
+- `paired_comparison`: which of two methods is better on a per-perturbation metric, by a Wilcoxon signed-rank test
+  over the perturbations both were scored on, Holm-corrected over every comparison of a table (scipy,
+  statsmodels); `friedman`: whether methods differ at all, over perturbations as blocks.
 """
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 
@@ -34,3 +40,43 @@ def t_half_width(values: np.ndarray, level: float = 0.95) -> float:
     v = np.asarray(values, dtype=float)
     n = len(v)
     return float(stats.t.ppf(1 - (1 - level) / 2, n - 1) * np.std(v, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+
+
+def paired_comparison(wide: dict[str, pd.DataFrame], alpha: float = 0.05) -> pd.DataFrame:
+    """Every pair of methods on every metric, lower is better.
+
+    `wide` maps a metric name to a table of perturbations (rows) x methods (columns). For each metric and pair
+    (A, B) the perturbations scored for both are the pairs of a two-sided Wilcoxon signed-rank test (zero
+    differences dropped, Pratt's rule for them would count them as ties); the p-values of the whole table are
+    Holm-corrected together. `verdict` names the better method where the corrected p is below `alpha`.
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    rows = []
+    for metric, table in wide.items():
+        for a, b in itertools.combinations(table.columns, 2):
+            both = table[[a, b]].dropna()
+            d = (both[a] - both[b]).to_numpy(float)
+            n = int(np.count_nonzero(d))
+            p = float(stats.wilcoxon(d[d != 0]).pvalue) if n >= 2 else float("nan")
+            rows.append({"metric": metric, "A": a, "B": b, "n perturbations": len(d),
+                         "median A - B": float(np.median(d)) if len(d) else float("nan"),
+                         "A lower": int((d < 0).sum()), "B lower": int((d > 0).sum()), "p": p})
+    out = pd.DataFrame(rows, columns=["metric", "A", "B", "n perturbations", "median A - B", "A lower", "B lower",
+                                      "p", "p (Holm)", "verdict"])
+    tested = out["p"].notna()
+    out.loc[tested, "p (Holm)"] = multipletests(out.loc[tested, "p"], method="holm")[1] if tested.any() else []
+    out["verdict"] = [
+        "untested (fewer than 2 differences)" if pd.isna(q) else
+        (f"{a} better" if med < 0 else f"{b} better") if q < alpha else "no difference shown"
+        for a, b, med, q in zip(out["A"], out["B"], out["median A - B"], out["p (Holm)"])]
+    return out
+
+
+def friedman(table: pd.DataFrame) -> tuple[float, int]:
+    """Friedman test that the methods (columns) differ, perturbations (rows with every method) as blocks: (p, n
+    blocks); NaN where fewer than 3 methods or 2 complete blocks."""
+    complete = table.dropna()
+    if complete.shape[1] < 3 or len(complete) < 2:
+        return float("nan"), len(complete)
+    return float(stats.friedmanchisquare(*[complete[c].to_numpy(float) for c in complete.columns]).pvalue), len(complete)

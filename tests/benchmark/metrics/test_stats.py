@@ -4,7 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.metrics.stats import bootstrap_ci, normal_ci_from_bootstrap, t_half_width
+from scipy import stats
+
+from benchmark.metrics.stats import bootstrap_ci, friedman, normal_ci_from_bootstrap, paired_comparison, t_half_width
 
 
 def test_bootstrap_interval_contains_the_estimate_and_shrinks_with_n():
@@ -28,3 +30,21 @@ def test_seed_interval_is_the_t_interval():
 def test_the_fid_interval_is_the_estimate_plus_minus_196_bootstrap_sd():
     reps = np.array([10.0, 12.0, 14.0])  # sd (ddof 1) = 2
     assert normal_ci_from_bootstrap(11.0, reps) == pytest.approx((11.0 - 3.92, 11.0 + 3.92))
+
+
+def test_paired_comparison_flags_a_planted_difference_and_not_a_null_one():
+    """Three methods over 20 perturbations: B is A shifted down by a clear margin; C is A plus noise of mean 0."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(50, 10, 20)
+    table = pd.DataFrame({"A": base, "B": base - 5 + rng.normal(0, 1, 20), "C": base + rng.normal(0, 1, 20)},
+                         index=[f"p{i}" for i in range(20)])
+    out = paired_comparison({"FID": table}).set_index(["A", "B"])
+    assert out.loc[("A", "B"), "verdict"] == "B better" and out.loc[("A", "B"), "p (Holm)"] < 1e-3
+    assert out.loc[("A", "C"), "verdict"] == "no difference shown"
+    # Holm over the three rows: the smallest p is multiplied by 3 (here the two planted ones tie for smallest)
+    raw = stats.wilcoxon(table["A"] - table["B"]).pvalue
+    assert out.loc[("A", "B"), "p"] == pytest.approx(raw)
+    assert out.loc[("A", "B"), "p (Holm)"] == pytest.approx(min(1.0, raw * 3))
+    p, n = friedman(table)
+    assert p < 1e-3 and n == 20
+    assert friedman(table[["A", "C"]])[0] != friedman(table[["A", "C"]])[0]  # NaN: fewer than three methods
