@@ -133,6 +133,23 @@ def table1b(lb: pd.DataFrame, task: str, space: str) -> pd.DataFrame:
     return wide.reset_index()
 
 
+PRDC = ("precision", "recall", "density", "coverage")
+
+
+def table_prdc(lb: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Precision, recall, density, coverage of all generated against all reference features, per feature space."""
+    t = lb[(lb["task"] == task) & lb["metric"].isin(PRDC) & (lb["perturbation"] == "")]
+    if t.empty:
+        return pd.DataFrame()
+    t = t.assign(column=[f"{m} [{s}]" for m, s in zip(t["metric"], t["feature_space"])])
+    cols = [f"{m} [{s}]" for s in sorted(set(t["feature_space"])) for m in PRDC]
+    wide = t.pivot_table(index="label", columns="column", values="value", aggfunc="first")
+    wide = wide.reindex(index=list(dict.fromkeys(t["label"])), columns=[c for c in cols if c in wide.columns])
+    n = t.groupby("label")["n_gen"].min()
+    wide.insert(0, "n_gen", n)
+    return wide.reset_index().rename(columns={"label": "method"})
+
+
 PER_PERTURBATION = [("fid", "FID"), ("kid", "KID")]  # metrics scored per perturbation (lower is better)
 
 
@@ -302,6 +319,14 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
             if not t2c.empty and base:
                 io.write_csv(d / "table2c.csv", t2c)
                 md += ["\n## Table 2c: ablations\n", to_markdown(t2c, ".4g")]
+        prdc = table_prdc(lb, task)
+        if not prdc.empty:
+            io.write_csv(d / "prdc.csv", prdc)
+            written.append(d / "prdc.csv")
+            md += ["\n## Precision, recall, density, coverage\n", "All generated against all reference features, "
+                   "k = 5 nearest neighbours (PyPI `prdc`). Precision and density: do generated cells look real; "
+                   "recall and coverage: is the variety of real cells generated. Higher is better; the oracle row "
+                   "is real against real.\n\n", to_markdown(prdc, ".3f")]
         pairs, tests = comparisons(lb, task)
         if not pairs.empty:
             io.write_csv(d / "comparisons.csv", pairs)

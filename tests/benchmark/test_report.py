@@ -118,6 +118,18 @@ def test_a_flow_run_draws_its_trajectories_and_the_report_collects_them(results,
     assert set(collected) <= set(drawn) and collected  # the default-variant run's strips, copied as they are
 
 
+def test_prdc_and_paired_comparisons_are_reported_per_task(results):
+    results, _ = results
+    prdc = pd.read_csv(results / "synthetic-tiny" / "prdc.csv")
+    assert {"identity", "oracle", "cellflow"} <= set(prdc["method"])
+    for col in ("precision [tiny]", "recall [tiny]", "coverage [tiny]"):
+        assert prdc[col].between(0, 1).all()
+    pairs = pd.read_csv(results / "synthetic-tiny" / "comparisons.csv")
+    assert set(pairs["metric"]) == {"FID per perturbation [tiny]", "KID per perturbation [tiny]"}
+    labels = set(pairs["A"]) | set(pairs["B"])
+    assert len(pairs) == 2 * len(labels) * (len(labels) - 1) // 2 and pairs["p (Holm)"].ge(pairs["p"]).all()
+
+
 def test_records_alone_regenerate_the_tables_and_keep_the_figures(results, tmp_path):
     """What `results/` is built from: records exported from a store (no images, no weights) give the same tables
     as the runs themselves, and a report without images keeps the figures an earlier report drew."""

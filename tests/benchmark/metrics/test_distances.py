@@ -103,3 +103,21 @@ def test_fid_intervals_contain_the_estimate_shrink_with_n_and_are_seeded():
     assert width(large[("fid_o", "")]) < width(small[("fid_o", "")]) / 2  # ~ 1/sqrt(n): sqrt(16) = 4
     assert rows(40)[("fid_o", "")]["ci_low"] == small[("fid_o", "")]["ci_low"]  # seeded
     assert rows(40, seed=1)[("fid_o", "")]["ci_low"] != small[("fid_o", "")]["ci_low"]
+
+
+def test_prdc_is_one_on_identical_sets_and_drops_for_a_shifted_or_collapsed_one():
+    from benchmark.metrics.evaluate import prdc_rows
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(300, 8))
+
+    def scores(gen):
+        return {r["metric"]: r["value"] for r in prdc_rows({"all": real}, {"all": gen}, "x", "all", "sha")}
+
+    same = scores(real.copy())
+    assert same["precision"] == pytest.approx(1) and same["recall"] == pytest.approx(1)
+    assert same["coverage"] == pytest.approx(1) and same["density"] == pytest.approx(1, abs=0.05)
+    shifted = scores(real + 3.0)
+    assert shifted["precision"] < 0.3 and shifted["recall"] < 0.3 and shifted["coverage"] < 0.3
+    collapsed = scores(np.repeat(real[:5], 60, axis=0))  # five modes copied: faithful but not diverse
+    assert collapsed["precision"] == pytest.approx(1) and collapsed["recall"] < 0.3 and collapsed["coverage"] < 0.2
