@@ -150,6 +150,40 @@ def table_prdc(lb: pd.DataFrame, task: str) -> pd.DataFrame:
     return wide.reset_index().rename(columns={"label": "method"})
 
 
+MAP = [("map_activity", "activity mAP"), ("map_active_frac", "share active"), ("map_retrieval", "retrieval mAP")]
+
+
+def table_map(lb: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Phenotypic activity and retrieval (copairs mAP) per method and feature space, and the real cells' activity
+    against the same controls as the last row (it does not depend on the method)."""
+    t = lb[(lb["task"] == task) & (lb["perturbation"] == "") & lb["metric"].str.startswith("map_")]
+    if t.empty:
+        return pd.DataFrame()
+    spaces = sorted(set(t["feature_space"]))
+    rows = []
+    for label in dict.fromkeys(t["label"]):
+        m = t[t["label"] == label].set_index(["metric", "feature_space"])["value"]
+        rows.append({"method": label, **{f"{name} [{sp}]": m.get((metric, sp), float("nan"))
+                                         for sp in spaces for metric, name in MAP}})
+    real = t.drop_duplicates(["metric", "feature_space"]).set_index(["metric", "feature_space"])["value"]
+    rows.append({"method": "real held-out images", **{
+        f"{name} [{sp}]": real.get((metric + "_real", sp), float("nan")) if metric != "map_retrieval"
+        else float("nan") for sp in spaces for metric, name in MAP}})
+    return pd.DataFrame(rows)
+
+
+def table_map_per_perturbation(lb: pd.DataFrame, task: str, space: str) -> pd.DataFrame:
+    """Activity mAP per perturbation, methods as columns and the real cells' last."""
+    t = lb[(lb["task"] == task) & (lb["feature_space"] == space) & (lb["perturbation"] != "")]
+    gen = t[t["metric"] == "map_activity"]
+    if gen.empty:
+        return pd.DataFrame()
+    wide = gen.pivot_table(index="perturbation", columns="label", values="value", aggfunc="first")
+    wide = wide[list(dict.fromkeys(gen["label"]))]
+    wide["real"] = t[t["metric"] == "map_activity_real"].groupby("perturbation")["value"].first()
+    return wide.reset_index()
+
+
 PER_PERTURBATION = [("fid", "FID"), ("kid", "KID")]  # metrics scored per perturbation (lower is better)
 
 
@@ -327,6 +361,21 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
                    "k = 5 nearest neighbours (PyPI `prdc`). Precision and density: do generated cells look real; "
                    "recall and coverage: is the variety of real cells generated. Higher is better; the oracle row "
                    "is real against real.\n\n", to_markdown(prdc, ".3f")]
+        maps = table_map(lb, task)
+        if not maps.empty:
+            io.write_csv(d / "map.csv", maps)
+            written.append(d / "map.csv")
+            md += ["\n## Phenotypic activity and retrieval (mean average precision, copairs)\n", "Activity: is each "
+                   "perturbation's set of cells retrievable against the plan's control cells (cosine similarity; mAP "
+                   "averaged over perturbations; share active: FDR-corrected permutation p < 0.05). Retrieval: is "
+                   "a generated cell closest to real cells of its own perturbation. The last row is the real cells' "
+                   "activity against the same controls: a generator should match it, not exceed it.\n\n",
+                   to_markdown(maps, ".3f")]
+            for space in sorted(set(lb[(lb["task"] == task) & (lb["metric"] == "map_activity")]["feature_space"])):
+                per = table_map_per_perturbation(lb, task, space)
+                io.write_csv(d / f"map_{space}.csv", per)
+                written.append(d / f"map_{space}.csv")
+                md += [f"\nActivity mAP per perturbation [{space}]:\n\n", to_markdown(per, ".3f")]
         pairs, tests = comparisons(lb, task)
         if not pairs.empty:
             io.write_csv(d / "comparisons.csv", pairs)

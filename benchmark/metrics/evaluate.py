@@ -21,6 +21,7 @@ from benchmark.store import SCORE_COLUMNS
 
 from .distances import fid, kid
 from .features import ExtractorContext, Morphology
+from .retrieval import map_rows
 from .stats import bootstrap_ci, normal_ci_from_bootstrap
 
 
@@ -38,6 +39,11 @@ class FeatureCache:
         io.write_npy(path, feats)
         io.write_json(path.with_suffix(".json"), key)
         return feats
+
+
+def _profile(views: dict[str, np.ndarray]) -> np.ndarray:
+    """One profile per cell: the features of its channel views side by side."""
+    return np.concatenate([views[v] for v in sorted(views)], axis=1)
 
 
 def _views(extractor, rule_name: str, images: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -150,7 +156,9 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
     rows, provenance = [], {}
     morph = None
     # images that are the plan's own controls (the identity floor) get their features cached like the real sets'
-    are_controls = np.array_equal(generated, data.images[plan.requests["control_row"].to_numpy()])
+    controls = data.images[plan.requests["control_row"].to_numpy()]
+    are_controls = np.array_equal(generated, controls)
+    unique_controls = np.unique(plan.requests["control_row"].to_numpy(), return_index=True)[1]
     for space in spaces:
         ext = FEATURES.get(space)(ctx)
         rule_used = rule if ext.rgb else "all"
@@ -160,12 +168,12 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
         for view, imgs in _views(ext, rule, reference):
             key = dict(cache_key, space=space, sha=ext.weights_sha256, rule=rule_used, view=view)
             real_views[view] = cache.get(key, lambda imgs=imgs: ext(imgs, what="real reference images"))
+        ctrl_views = {}  # the plan's controls: the identity floor's images, and the negatives of phenotypic activity
+        for view, imgs in _views(ext, rule, controls):
+            key = dict(cache_key, space=space, sha=ext.weights_sha256, rule=rule_used, view=view, set="plan controls")
+            ctrl_views[view] = cache.get(key, lambda imgs=imgs: ext(imgs, what="the plan's control images"))
         for view, imgs in _views(ext, rule, generated):
-            if are_controls:
-                key = dict(cache_key, space=space, sha=ext.weights_sha256, rule=rule_used, view=view, set="plan controls")
-                gen_views[view] = cache.get(key, lambda imgs=imgs: ext(imgs, what="the plan's control images"))
-            else:
-                gen_views[view] = ext(imgs, what="generated images")
+            gen_views[view] = ctrl_views[view] if are_controls else ext(imgs, what="generated images")
         if not ext.rgb:
             # hand-made features live on different scales: z-score by the reference set so each counts alike
             mu = {v: f.mean(0) for v, f in real_views.items()}
@@ -173,9 +181,12 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
             raw_real = real_views
             real_views = {v: (f - mu[v]) / sd[v] for v, f in real_views.items()}
             gen_views = {v: (f - mu[v]) / sd[v] for v, f in gen_views.items()}
+            ctrl_views = {v: (f - mu[v]) / sd[v] for v, f in ctrl_views.items()}
             provenance[space]["standardised"] = "z-scored by the reference set's mean and std"
         rows += distribution_rows(real_views, gen_views, perts_real, perts_gen, space, rule_used, ext.weights_sha256, kid_seed)
         rows += prdc_rows(real_views, gen_views, space, rule_used, ext.weights_sha256)
+        rows += map_rows(_profile(gen_views), perts_gen, _profile(real_views), perts_real,
+                         _profile(ctrl_views)[unique_controls], space, rule_used, ext.weights_sha256, kid_seed)
         provenance[space]["prdc_k"] = PRDC_K
         if isinstance(ext, Morphology):
             morph = (ext, raw_real["all"])

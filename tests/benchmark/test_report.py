@@ -128,6 +128,10 @@ def test_prdc_and_paired_comparisons_are_reported_per_task(results):
     assert set(pairs["metric"]) == {"FID per perturbation [tiny]", "KID per perturbation [tiny]"}
     labels = set(pairs["A"]) | set(pairs["B"])
     assert len(pairs) == 2 * len(labels) * (len(labels) - 1) // 2 and pairs["p (Holm)"].ge(pairs["p"]).all()
+    maps = pd.read_csv(results / "synthetic-tiny" / "map.csv")
+    assert list(maps["method"])[-1] == "real held-out images" and maps["activity mAP [tiny]"].between(0, 1).all()
+    per = pd.read_csv(results / "synthetic-tiny" / "map_tiny.csv")
+    assert len(per) == 8 and "real" in per.columns  # the tiny screen's eight compounds
 
 
 def test_records_alone_regenerate_the_tables_and_keep_the_figures(results, tmp_path):
