@@ -142,7 +142,12 @@ def _builtin_features() -> dict[str, Callable[[], Any]]:
             return getattr(features, name)
         return load
 
-    return {name: factory(name) for name in ("inception", "morphology")}
+    def cellprofiler() -> Any:
+        from benchmark.metrics.cellprofiler import cellprofiler
+
+        return cellprofiler
+
+    return {**{name: factory(name) for name in ("inception", "morphology")}, "cellprofiler": cellprofiler}
 
 
 def _builtin_scorers() -> dict[str, Callable[[], Any]]:

@@ -9,6 +9,7 @@ plan, extractor, weights, channel rule) so they are computed once.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,14 +176,20 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
         for view, imgs in _views(ext, rule, generated):
             gen_views[view] = ctrl_views[view] if are_controls else ext(imgs, what="generated images")
         if not ext.rgb:
-            # hand-made features live on different scales: z-score by the reference set so each counts alike
-            mu = {v: f.mean(0) for v, f in real_views.items()}
-            sd = {v: f.std(0) + 1e-6 for v, f in real_views.items()}
+            # hand-made features live on different scales: z-score by the reference set so each counts alike;
+            # an undefined measurement (NaN) becomes the reference mean (0) and is counted
+            with warnings.catch_warnings():  # a feature undefined on every reference crop: mean 0, sd 1e-6
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mu = {v: np.nan_to_num(np.nanmean(f, 0)) for v, f in real_views.items()}
+                sd = {v: np.nan_to_num(np.nanstd(f, 0)) + 1e-6 for v, f in real_views.items()}
             raw_real = real_views
-            real_views = {v: (f - mu[v]) / sd[v] for v, f in real_views.items()}
-            gen_views = {v: (f - mu[v]) / sd[v] for v, f in gen_views.items()}
-            ctrl_views = {v: (f - mu[v]) / sd[v] for v, f in ctrl_views.items()}
-            provenance[space]["standardised"] = "z-scored by the reference set's mean and std"
+            provenance[space]["crops_with_nan"] = {
+                what: int(sum(np.isnan(f).any(1).sum() for f in views.values()))
+                for what, views in (("reference", real_views), ("generated", gen_views), ("controls", ctrl_views))}
+            real_views, gen_views, ctrl_views = ({v: np.nan_to_num((f - mu[v]) / sd[v]) for v, f in views.items()}
+                                                 for views in (real_views, gen_views, ctrl_views))
+            provenance[space]["standardised"] = ("z-scored by the reference set's mean and std; NaN (an undefined "
+                                                 "measurement) set to 0, the reference mean")
         rows += distribution_rows(real_views, gen_views, perts_real, perts_gen, space, rule_used, ext.weights_sha256, kid_seed)
         rows += prdc_rows(real_views, gen_views, space, rule_used, ext.weights_sha256)
         rows += map_rows(_profile(gen_views), perts_gen, _profile(real_views), perts_real,
