@@ -184,6 +184,55 @@ def table_map_per_perturbation(lb: pd.DataFrame, task: str, space: str) -> pd.Da
     return wide.reset_index()
 
 
+def table_shift(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Feature shifts: per method and feature space, the correlation of effect sizes (generated vs real, over each
+    perturbation's top features) and the share with the right sign; and per space, the effect sizes themselves
+    (perturbation x feature rows; the real cells' and each method's)."""
+    t = lb[lb["task"] == task]
+    summary = t[t["metric"].isin(["shift_corr", "shift_sign"]) & (t["perturbation"] == "")]
+    if summary.empty:
+        return pd.DataFrame(), {}
+    names = {"shift_corr": "effect correlation", "shift_sign": "same direction"}
+    summary = summary.assign(column=[f"{names[m]} [{sp}]" for m, sp in zip(summary["metric"], summary["feature_space"])])
+    wide = summary.pivot_table(index="label", columns="column", values="value", aggfunc="first")
+    wide = wide.reindex(index=list(dict.fromkeys(summary["label"])),
+                        columns=sorted(wide.columns, key=lambda c: (c.split("[")[1], c))).reset_index()
+    detail = {}
+    for space in sorted(set(summary["feature_space"])):
+        e = t[(t["feature_space"] == space) & t["metric"].str.startswith("effect_")]
+        e = e.assign(feature=e["metric"].str.split(":", n=1).str[1], side=e["metric"].str.split(":", n=1).str[0])
+        real = e[e["side"] == "effect_real"].drop_duplicates(["perturbation", "feature"])
+        table = real.set_index(["perturbation", "feature"])[["value"]].rename(columns={"value": "real"})
+        gen = e[e["side"] == "effect_gen"]
+        for label in dict.fromkeys(gen["label"]):
+            table[label] = gen[gen["label"] == label].set_index(["perturbation", "feature"])["value"]
+        detail[space] = table.reset_index()
+    return wide.rename(columns={"label": "method"}), detail
+
+
+def draw_shift(table: pd.DataFrame, space: str, task: str, path: Path) -> Path:
+    """Heatmap of effect sizes: rows perturbation x feature, columns the real cells then each method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = table.drop(columns=["perturbation", "feature"])
+    lim = float(np.nanmax(np.abs(values.to_numpy(float)))) if values.size else 1.0
+    fig, ax = plt.subplots(figsize=(2 + 0.9 * values.shape[1], 2 + 0.12 * len(table)))
+    im = ax.imshow(values.to_numpy(float), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="none")
+    ax.set_xticks(range(values.shape[1]), values.columns, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(table)), [f"{p} | {f}" for p, f in zip(table["perturbation"], table["feature"])],
+                  fontsize=4)
+    ax.set_title(f"{task}: effect size vs controls (Cohen's d), top features per perturbation [{space}]", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.04, label="Cohen's d")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
 PER_PERTURBATION = [("fid", "FID"), ("kid", "KID")]  # metrics scored per perturbation (lower is better)
 
 
@@ -376,6 +425,19 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
                 io.write_csv(d / f"map_{space}.csv", per)
                 written.append(d / f"map_{space}.csv")
                 md += [f"\nActivity mAP per perturbation [{space}]:\n\n", to_markdown(per, ".3f")]
+        shift, shift_detail = table_shift(lb, task)
+        if not shift.empty:
+            io.write_csv(d / "feature_shift.csv", shift)
+            written.append(d / "feature_shift.csv")
+            md += ["\n## Feature shifts\n", "For each perturbation, the features that move most between its real "
+                   "cells and the control cells (|Cohen's d|, top 10), measured again on the generated cells: the "
+                   "correlation of the two sets of effect sizes and the share that move the same way, averaged over "
+                   "perturbations (1 is best; the oracle row is real against real). The effect sizes themselves: "
+                   "`feature_shift_<space>.csv` and the heatmap `feature_shift_<space>.png`.\n\n", to_markdown(shift, ".3f")]
+            for space, table in shift_detail.items():
+                io.write_csv(d / f"feature_shift_{space}.csv", table)
+                written += [d / f"feature_shift_{space}.csv",
+                            draw_shift(table, space, task, d / f"feature_shift_{space}.png")]
         pairs, tests = comparisons(lb, task)
         if not pairs.empty:
             io.write_csv(d / "comparisons.csv", pairs)

@@ -43,7 +43,16 @@ class CellProfiler:
         spec = json.dumps({"cp_measure": version("cp-measure"), "config": self.config, "segmentation": SEGMENTATION,
                            "dna": self.dna}, sort_keys=True, default=str)
         self.weights_sha256 = hashlib.sha256(spec.encode()).hexdigest()
-        self.feature_names: list[str] | None = None
+        self._names: list[str] | None = None
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The measurements' names, `object:feature`; known without data by measuring a probe crop (a disc)."""
+        if self._names is None:
+            yy, xx = np.mgrid[:32, :32]
+            probe = np.where(((yy - 16) ** 2 + (xx - 16) ** 2 <= 64)[..., None], 200, 10).astype(np.uint8)
+            self._chunk(np.repeat(probe, len(self.channels), axis=-1)[None])
+        return self._names
 
     def masks(self, crop: np.ndarray) -> np.ndarray:
         """(2, H, W) integer labels: nucleus, cell (0 where absent)."""
@@ -77,15 +86,15 @@ class CellProfiler:
         x = crops.astype(np.float32) / 255.0
         masks = np.stack([self.masks(c) for c in x])
         keep = masks[:, 0].reshape(len(x), -1).any(1)  # crops with a nucleus
-        out = np.full((len(x), len(self.feature_names or [])), np.nan)
+        out = np.full((len(x), len(self._names or [])), np.nan)
         if keep.any():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # cp-measure warns on every undefined measurement
                 data, cols, rows = featurize(x[keep].transpose(0, 3, 1, 2), masks[keep], self.config,
                                              image_ids=list(np.flatnonzero(keep)))
             names = [f"{obj}:{col}" for obj in ("nucleus", "cell") for col in cols]
-            if self.feature_names is None:
-                self.feature_names = names
+            if self._names is None:
+                self._names = names
                 out = np.full((len(x), len(names)), np.nan)
             by = {(int(i), obj): r for r, (i, obj, _) in enumerate(rows)}
             for i in np.flatnonzero(keep):
@@ -98,7 +107,7 @@ class CellProfiler:
         chunks = [self._chunk(images[i: i + CHUNK]) for i in tqdm(
             range(0, len(images), CHUNK), desc=f"cellprofiler features of {what}", unit="chunk", leave=False,
             disable=len(images) <= CHUNK)]
-        width = len(self.feature_names or [])
+        width = len(self.feature_names)
         # a chunk measured before the feature names were known (all blank) is NaN of the final width
         return np.concatenate([c if c.shape[1] == width else np.full((len(c), width), np.nan) for c in chunks]) \
             if chunks else np.zeros((0, width))

@@ -23,6 +23,7 @@ from benchmark.store import SCORE_COLUMNS
 from .distances import fid, kid
 from .features import ExtractorContext, Morphology
 from .retrieval import map_rows
+from .shift import shift_rows
 from .stats import bootstrap_ci, normal_ci_from_bootstrap
 
 
@@ -195,6 +196,10 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
         rows += map_rows(_profile(gen_views), perts_gen, _profile(real_views), perts_real,
                          _profile(ctrl_views)[unique_controls], space, rule_used, ext.weights_sha256, kid_seed)
         provenance[space]["prdc_k"] = PRDC_K
+        if not ext.rgb and getattr(ext, "feature_names", None):  # named features: the biologist's view
+            rows += shift_rows(real_views["all"], perts_real, gen_views["all"], perts_gen,
+                               ctrl_views["all"][unique_controls], list(ext.feature_names), space, rule_used,
+                               ext.weights_sha256)
         if isinstance(ext, Morphology):
             morph = (ext, raw_real["all"])
     truth = data.counterfactual(plan.requests["control_key"].tolist(), perts_gen.tolist())

@@ -134,6 +134,20 @@ def test_prdc_and_paired_comparisons_are_reported_per_task(results):
     assert len(per) == 8 and "real" in per.columns  # the tiny screen's eight compounds
 
 
+def test_feature_shifts_are_tabled_and_drawn_for_named_features(tmp_path, data_dir, tiny_data):
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    for method in ("identity", "oracle"):
+        assert main(["run", "--method", method, "--task", "synthetic-tiny", "--out", str(runs), "--data-dir",
+                     str(data_dir), "--features", "morphology"]) == 0
+    assert main(["report", "--runs", str(runs), "--results", str(out)]) == 0
+    shift = pd.read_csv(out / "synthetic-tiny" / "feature_shift.csv").set_index("method")
+    # the oracle's cells are real cells of the perturbation: their shifts follow the real ones
+    assert shift.loc["oracle", "effect correlation [morphology]"] > shift.loc["identity", "effect correlation [morphology]"]
+    detail = pd.read_csv(out / "synthetic-tiny" / "feature_shift_morphology.csv")
+    assert {"perturbation", "feature", "real", "identity", "oracle"} <= set(detail.columns)
+    assert (out / "synthetic-tiny" / "feature_shift_morphology.png").is_file()
+
+
 def test_records_alone_regenerate_the_tables_and_keep_the_figures(results, tmp_path):
     """What `results/` is built from: records exported from a store (no images, no weights) give the same tables
     as the runs themselves, and a report without images keeps the figures an earlier report drew."""
