@@ -528,6 +528,13 @@ def overview(lb: pd.DataFrame, specs: dict[str, dict], results_dir: Path, figs: 
     if not ranks.empty:
         io.write_csv(results_dir / "ranking.csv", ranks)
         md += [f"\n## Rank by FID_o [{_main_space(lb)}] within each task (1 = best)\n", to_markdown(ranks, ".1f")]
+        space = _main_space(lb)
+        fid_o = lb[(lb["metric"] == "fid_o") & (lb["feature_space"] == space) & (lb["perturbation"] == "")]
+        on_all = fid_o.pivot_table(index="task", columns="label", values="value", aggfunc="first").dropna(axis=1)
+        p, n = friedman(on_all)
+        md.append(f"\nFriedman test of the {on_all.shape[1]} methods run on all {n} tasks ({', '.join(on_all.columns)}), "
+                  f"tasks as blocks: p = {p:.3g}.\n" if not pd.isna(p) else
+                  "\nFriedman test across tasks: not computable (it needs 3 methods run on 2 or more tasks).\n")
         written.append(results_dir / "ranking.csv")
     if figs or fig_notes:
         md += ["\n## Figures\n"] + [f"- `{p.relative_to(results_dir)}`\n" for p in figs if p.suffix == ".png"]
