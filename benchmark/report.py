@@ -236,6 +236,32 @@ def draw_shift(table: pd.DataFrame, space: str, task: str, path: Path) -> Path:
 PER_PERTURBATION = [("fid", "FID"), ("kid", "KID")]  # metrics scored per perturbation (lower is better)
 
 
+def draw_cd(table: pd.DataFrame, title: str, path: Path) -> Path | None:
+    """Critical-difference diagram (autorank: Friedman, then Nemenyi) of methods ranked per perturbation, lower is
+    better; None where there are fewer than 3 methods or 5 complete perturbations."""
+    complete = table.dropna()
+    if complete.shape[1] < 3 or len(complete) < 5:
+        return None
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from autorank import autorank, plot_stats
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its notes on the choice of test; the test is fixed here
+        result = autorank(complete, alpha=0.05, order="ascending", force_mode="nonparametric")
+        ax = plot_stats(result, allow_insignificant=True)
+    ax.set_title(f"{title}: mean rank over {len(complete)} perturbations (1 = best), Friedman p = {result.pvalue:.2g}, "
+                 f"Nemenyi CD = {result.cd:.2f}", fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ax.figure.savefig(path, dpi=150, bbox_inches="tight", metadata={"Software": None})
+    plt.close(ax.figure)
+    return path
+
+
 def comparisons(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, list[str]]:
     """Every pair of methods on each per-perturbation metric and feature space of a task: Wilcoxon signed-rank over
     perturbations, Holm-corrected over the whole table; and a Friedman test per metric (do the methods differ at
@@ -439,6 +465,12 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
                 written += [d / f"feature_shift_{space}.csv",
                             draw_shift(table, space, task, d / f"feature_shift_{space}.png")]
         pairs, tests = comparisons(lb, task)
+        for space in sorted(set(lb[(lb["task"] == task) & (lb["metric"] == "fid")]["feature_space"])):
+            per = table1b(lb, task, space).set_index("perturbation").drop(columns="n_real")
+            cd = draw_cd(per, f"{task}, FID per perturbation [{space}]", d / f"cd_fid_{space}.png")
+            if cd is not None:
+                written.append(cd)
+                tests.append(f"critical-difference diagram of FID per perturbation [{space}]: `{cd.name}`")
         if not pairs.empty:
             io.write_csv(d / "comparisons.csv", pairs)
             written.append(d / "comparisons.csv")

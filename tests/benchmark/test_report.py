@@ -128,6 +128,7 @@ def test_prdc_and_paired_comparisons_are_reported_per_task(results):
     assert set(pairs["metric"]) == {"FID per perturbation [tiny]", "KID per perturbation [tiny]"}
     labels = set(pairs["A"]) | set(pairs["B"])
     assert len(pairs) == 2 * len(labels) * (len(labels) - 1) // 2 and pairs["p (Holm)"].ge(pairs["p"]).all()
+    assert (results / "synthetic-tiny" / "cd_fid_tiny.png").is_file()  # critical-difference diagram
     maps = pd.read_csv(results / "synthetic-tiny" / "map.csv")
     assert list(maps["method"])[-1] == "real held-out images" and maps["activity mAP [tiny]"].between(0, 1).all()
     per = pd.read_csv(results / "synthetic-tiny" / "map_tiny.csv")
