@@ -43,6 +43,23 @@ class FeatureCache:
         return feats
 
 
+PCA_COMPONENTS = 50  # distances of hand-made spaces wider than this are taken in the reference's principal components
+
+
+def _principal(real: dict[str, np.ndarray], gen: dict[str, np.ndarray]) -> tuple[dict, dict, float]:
+    """Both sets projected on the reference set's first PCA_COMPONENTS principal axes (SVD, deterministic). With
+    hundreds of features and a few hundred cells, FID's covariances are rank-deficient and their estimation noise
+    swamps any difference; the leading components keep what varies between cells."""
+    out_r, out_g, explained = {}, {}, []
+    for v, f in real.items():
+        centre = f.mean(0)
+        _, sing, vt = np.linalg.svd(f - centre, full_matrices=False)
+        axes = vt[:PCA_COMPONENTS].T
+        out_r[v], out_g[v] = (f - centre) @ axes, (gen[v] - centre) @ axes
+        explained.append(float((sing[:PCA_COMPONENTS] ** 2).sum() / (sing ** 2).sum()))
+    return out_r, out_g, float(np.mean(explained))
+
+
 def _profile(views: dict[str, np.ndarray]) -> np.ndarray:
     """One profile per cell: the features of its channel views side by side."""
     return np.concatenate([views[v] for v in sorted(views)], axis=1)
@@ -179,26 +196,39 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
         if not ext.rgb:
             # hand-made features live on different scales: z-score by the reference set so each counts alike;
             # an undefined measurement (NaN) becomes the reference mean (0) and is counted
-            with warnings.catch_warnings():  # a feature undefined on every reference crop: mean 0, sd 1e-6
+            # a feature that is undefined or constant on the reference set carries no information and would blow up
+            # under z-scoring: it is left out (counted)
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                mu = {v: np.nan_to_num(np.nanmean(f, 0)) for v, f in real_views.items()}
-                sd = {v: np.nan_to_num(np.nanstd(f, 0)) + 1e-6 for v, f in real_views.items()}
+                mu = {v: np.nanmean(f, 0) for v, f in real_views.items()}
+                sd = {v: np.nanstd(f, 0) for v, f in real_views.items()}
+            keep = {v: np.isfinite(sd[v]) & (sd[v] > 1e-6 * np.maximum(1, np.abs(mu[v]))) for v in real_views}
             raw_real = real_views
+            provenance[space]["features_used"] = {v: f"{int(k.sum())} of {len(k)}" for v, k in keep.items()}
             provenance[space]["crops_with_nan"] = {
-                what: int(sum(np.isnan(f).any(1).sum() for f in views.values()))
+                what: int(sum(np.isnan(f[:, keep[v]]).any(1).sum() for v, f in views.items()))
                 for what, views in (("reference", real_views), ("generated", gen_views), ("controls", ctrl_views))}
-            real_views, gen_views, ctrl_views = ({v: np.nan_to_num((f - mu[v]) / sd[v]) for v, f in views.items()}
-                                                 for views in (real_views, gen_views, ctrl_views))
-            provenance[space]["standardised"] = ("z-scored by the reference set's mean and std; NaN (an undefined "
-                                                 "measurement) set to 0, the reference mean")
-        rows += distribution_rows(real_views, gen_views, perts_real, perts_gen, space, rule_used, ext.weights_sha256, kid_seed)
-        rows += prdc_rows(real_views, gen_views, space, rule_used, ext.weights_sha256)
+            real_views, gen_views, ctrl_views = (
+                {v: np.nan_to_num((f[:, keep[v]] - mu[v][keep[v]]) / sd[v][keep[v]]) for v, f in views.items()}
+                for views in (real_views, gen_views, ctrl_views))
+            provenance[space]["standardised"] = ("z-scored by the reference set's mean and std, features undefined or "
+                                                 "constant on it left out; NaN (an undefined measurement) set to 0, "
+                                                 "the reference mean")
+        dist_real, dist_gen = real_views, gen_views
+        if not ext.rgb and any(f.shape[1] > PCA_COMPONENTS for f in real_views.values()):
+            dist_real, dist_gen, explained = _principal(real_views, gen_views)
+            provenance[space]["distances_in"] = (f"the reference set's first {PCA_COMPONENTS} principal components "
+                                                 f"({explained:.0%} of its variance)")
+        rows += distribution_rows(dist_real, dist_gen, perts_real, perts_gen, space, rule_used, ext.weights_sha256,
+                                  kid_seed)
+        rows += prdc_rows(dist_real, dist_gen, space, rule_used, ext.weights_sha256)
         rows += map_rows(_profile(gen_views), perts_gen, _profile(real_views), perts_real,
                          _profile(ctrl_views)[unique_controls], space, rule_used, ext.weights_sha256, kid_seed)
         provenance[space]["prdc_k"] = PRDC_K
         if not ext.rgb and getattr(ext, "feature_names", None):  # named features: the biologist's view
             rows += shift_rows(real_views["all"], perts_real, gen_views["all"], perts_gen,
-                               ctrl_views["all"][unique_controls], list(ext.feature_names), space, rule_used,
+                               ctrl_views["all"][unique_controls],
+                               [n for n, k in zip(ext.feature_names, keep["all"]) if k], space, rule_used,
                                ext.weights_sha256)
         if isinstance(ext, Morphology):
             morph = (ext, raw_real["all"])

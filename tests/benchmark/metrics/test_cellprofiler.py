@@ -36,18 +36,26 @@ def test_a_blank_crop_is_nan_and_others_are_unaffected():
 
 
 def test_a_run_scores_the_cellprofiler_space_like_any_other(tmp_path, data_dir, tiny_data):
+    """The true counterfactuals (oracle) are closer to the real cells than the controls (identity) in this space
+    too: features that are constant or undefined on the reference set must not swamp the distance."""
     import json
 
     import pandas as pd
 
     from benchmark.cli import main
 
-    assert main(["run", "--method", "identity", "--task", "synthetic-tiny", "--out", str(tmp_path), "--data-dir",
-                 str(data_dir), "--features", "cellprofiler"]) == 0
-    (run,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
-    m = pd.read_csv(run / "metrics.csv")
-    cp = m[m["feature_space"] == "cellprofiler"]
-    assert {"fid_o", "fid_c", "kid_o", "precision", "map_activity"} <= set(cp["metric"])
-    assert np.isfinite(cp[cp["metric"] == "fid_o"]["value"]).all()
-    manifest = json.loads((run / "manifest.json").read_text())
-    assert set(manifest["features"]["cellprofiler"]["crops_with_nan"]) == {"reference", "generated", "controls"}
+    fid = {}
+    for method in ("identity", "oracle"):
+        out = tmp_path / method
+        assert main(["run", "--method", method, "--task", "synthetic-tiny", "--out", str(out), "--data-dir",
+                     str(data_dir), "--features", "cellprofiler"]) == 0
+        (run,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+        m = pd.read_csv(run / "metrics.csv")
+        cp = m[m["feature_space"] == "cellprofiler"]
+        assert {"fid_o", "fid_c", "kid_o", "precision", "map_activity", "shift_corr"} <= set(cp["metric"])
+        fid[method] = float(cp[cp["metric"] == "fid_o"]["value"].iloc[0])
+        provenance = json.loads((run / "manifest.json").read_text())["features"]["cellprofiler"]
+        assert set(provenance["crops_with_nan"]) == {"reference", "generated", "controls"}
+        used, total = map(int, provenance["features_used"]["all"].split(" of "))
+        assert 100 < used < total  # some measurements are undefined or constant on the tiny screen
+    assert np.isfinite(fid["oracle"]) and fid["oracle"] < fid["identity"]
