@@ -44,6 +44,7 @@ class FeatureCache:
 
 
 PCA_COMPONENTS = 50  # distances of hand-made spaces wider than this are taken in the reference's principal components
+WINSOR = 10.0  # and their z-scores clipped at this many reference sd first
 
 
 def _principal(real: dict[str, np.ndarray], gen: dict[str, np.ndarray]) -> tuple[dict, dict, float]:
@@ -216,9 +217,13 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
                                                  "the reference mean")
         dist_real, dist_gen = real_views, gen_views
         if not ext.rgb and any(f.shape[1] > PCA_COMPONENTS for f in real_views.values()):
-            dist_real, dist_gen, explained = _principal(real_views, gen_views)
+            # a few segmentation failures give measurements hundreds of sd out, and they alone would decide FID and
+            # KID: winsorised at WINSOR reference sd before the principal components
+            clip = lambda views: {v: np.clip(f, -WINSOR, WINSOR) for v, f in views.items()}  # noqa: E731
+            dist_real, dist_gen, explained = _principal(clip(real_views), clip(gen_views))
             provenance[space]["distances_in"] = (f"the reference set's first {PCA_COMPONENTS} principal components "
-                                                 f"({explained:.0%} of its variance)")
+                                                 f"({explained:.0%} of its variance) of z-scores winsorised at "
+                                                 f"{WINSOR}")
         rows += distribution_rows(dist_real, dist_gen, perts_real, perts_gen, space, rule_used, ext.weights_sha256,
                                   kid_seed)
         rows += prdc_rows(dist_real, dist_gen, space, rule_used, ext.weights_sha256)
