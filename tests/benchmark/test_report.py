@@ -167,5 +167,28 @@ def test_records_alone_regenerate_the_tables_and_keep_the_figures(results, tmp_p
     assert "kept from an earlier report" in (copy / "tables.md").read_text()
 
 
+def test_the_committed_results_are_regenerated_from_their_run_records(tmp_path):
+    """`results/` is a function of `results/runs/` (manifest and metric rows of each run): from an empty directory
+    holding only the figures that needed the runs' images (drawn when the reference was made) and the list of the
+    last report's files, `report` writes every table again, byte for byte. The PNGs the report draws from records
+    (heatmaps, critical-difference diagrams) are compared by their pixel size: their bytes depend on the
+    renderer's build."""
+    from PIL import Image
+
+    committed = ROOT / "results"
+    copy = tmp_path / "results"
+    shutil.copytree(committed / "figures", copy / "figures")
+    shutil.copy(committed / ".report-files", copy / ".report-files")
+    assert main(["report", "--runs", str(committed / "runs"), "--results", str(copy)]) == 0
+    want = {k: v for k, v in _tree(committed).items() if not k.startswith("runs/")}
+    got = _tree(copy)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        if name.endswith(".png") and not name.startswith("figures/"):
+            assert Image.open(copy / name).size == Image.open(committed / name).size, name
+        else:
+            assert got[name] == want[name], name
+
+
 def _tree(root) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
