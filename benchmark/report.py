@@ -428,24 +428,25 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
             if not t2c.empty and base:
                 io.write_csv(d / "table2c.csv", t2c)
                 md += ["\n## Table 2c: ablations\n", to_markdown(t2c, ".4g")]
+        def section(name: str, table: pd.DataFrame, title: str, text: str, fmt: str = ".3f") -> None:
+            io.write_csv(d / name, table)
+            written.append(d / name)
+            md.extend([f"\n## {title}\n", text, to_markdown(table, fmt)])
+
         prdc = table_prdc(lb, task)
         if not prdc.empty:
-            io.write_csv(d / "prdc.csv", prdc)
-            written.append(d / "prdc.csv")
-            md += ["\n## Precision, recall, density, coverage\n", "All generated against all reference features, "
-                   "k = 5 nearest neighbours (PyPI `prdc`). Precision and density: do generated cells look real; "
-                   "recall and coverage: is the variety of real cells generated. Higher is better; the oracle row "
-                   "is real against real.\n\n", to_markdown(prdc, ".3f")]
+            section("prdc.csv", prdc, "Precision, recall, density, coverage", "All generated against all reference "
+                    "features, k = 5 nearest neighbours (PyPI `prdc`). Precision and density: do generated cells look "
+                    "real; recall and coverage: is the variety of real cells generated. Higher is better; the oracle "
+                    "row is real against real.\n\n")
         maps = table_map(lb, task)
         if not maps.empty:
-            io.write_csv(d / "map.csv", maps)
-            written.append(d / "map.csv")
-            md += ["\n## Phenotypic activity and retrieval (mean average precision, copairs)\n", "Activity: is each "
-                   "perturbation's set of cells retrievable against the plan's control cells (cosine similarity; mAP "
-                   "averaged over perturbations; share active: FDR-corrected permutation p < 0.05). Retrieval: is "
-                   "a generated cell closest to real cells of its own perturbation. The last row is the real cells' "
-                   "activity against the same controls: a generator should match it, not exceed it.\n\n",
-                   to_markdown(maps, ".3f")]
+            section("map.csv", maps, "Phenotypic activity and retrieval (mean average precision, copairs)",
+                    "Activity: is each perturbation's set of cells retrievable against the plan's control cells "
+                    "(cosine similarity; mAP averaged over perturbations; share active: FDR-corrected permutation "
+                    "p < 0.05). Retrieval: is a generated cell closest to real cells of its own perturbation. The last "
+                    "row is the real cells' activity against the same controls: a generator should match it, not "
+                    "exceed it.\n\n")
             for space in sorted(set(lb[(lb["task"] == task) & (lb["metric"] == "map_activity")]["feature_space"])):
                 per = table_map_per_perturbation(lb, task, space)
                 io.write_csv(d / f"map_{space}.csv", per)
@@ -453,13 +454,12 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
                 md += [f"\nActivity mAP per perturbation [{space}]:\n\n", to_markdown(per, ".3f")]
         shift, shift_detail = table_shift(lb, task)
         if not shift.empty:
-            io.write_csv(d / "feature_shift.csv", shift)
-            written.append(d / "feature_shift.csv")
-            md += ["\n## Feature shifts\n", "For each perturbation, the features that move most between its real "
-                   "cells and the control cells (|Cohen's d|, top 10), measured again on the generated cells: the "
-                   "correlation of the two sets of effect sizes and the share that move the same way, averaged over "
-                   "perturbations (1 is best; the oracle row is real against real). The effect sizes themselves: "
-                   "`feature_shift_<space>.csv` and the heatmap `feature_shift_<space>.png`.\n\n", to_markdown(shift, ".3f")]
+            section("feature_shift.csv", shift, "Feature shifts", "For each perturbation, the features that move "
+                    "most between its real cells and the control cells (|Cohen's d|, top 10), measured again on the "
+                    "generated cells: the correlation of the two sets of effect sizes and the share that move the "
+                    "same way, averaged over perturbations (1 is best; the oracle row is real against real). The "
+                    "effect sizes themselves: `feature_shift_<space>.csv` and the heatmap "
+                    "`feature_shift_<space>.png`.\n\n")
             for space, table in shift_detail.items():
                 io.write_csv(d / f"feature_shift_{space}.csv", table)
                 written += [d / f"feature_shift_{space}.csv",
@@ -472,13 +472,11 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
                 written.append(cd)
                 tests.append(f"critical-difference diagram of FID per perturbation [{space}]: `{cd.name}`")
         if not pairs.empty:
-            io.write_csv(d / "comparisons.csv", pairs)
-            written.append(d / "comparisons.csv")
-            md += ["\n## Paired comparisons of methods\n", "Is one method better than another on a metric scored per "
-                   "perturbation, beyond the noise across perturbations? A two-sided Wilcoxon signed-rank test over "
-                   "the perturbations both were scored on (lower is better; `A lower` counts perturbations where A "
-                   "scored lower), p-values Holm-corrected over every row of this table; the verdict is at 5%.\n\n",
-                   *[f"- {n}\n" for n in tests], "\n", to_markdown(pairs, ".3g")]
+            section("comparisons.csv", pairs, "Paired comparisons of methods", "Is one method better than another on "
+                    "a metric scored per perturbation, beyond the noise across perturbations? A two-sided Wilcoxon "
+                    "signed-rank test over the perturbations both were scored on (lower is better; `A lower` counts "
+                    "perturbations where A scored lower), p-values Holm-corrected over every row of this table; the "
+                    "verdict is at 5%.\n\n" + "".join(f"- {n}\n" for n in tests) + "\n", ".3g")
         md += ["\n## Provenance\n"] + [f"- {n}\n" for n in notes]
         listed = run_list(runs, lb, task)
         if not listed.empty:

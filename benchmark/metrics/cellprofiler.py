@@ -21,6 +21,8 @@ from importlib.metadata import version
 import numpy as np
 from tqdm.auto import tqdm
 
+from .features import dna_channel
+
 SEGMENTATION = {"nucleus_smoothing_px": 0.7, "cell_smoothing_px": 1.0, "threshold": "otsu"}
 CHUNK = 64  # crops per cp-measure call
 
@@ -33,8 +35,7 @@ class CellProfiler:
         from cp_measure.featurizer import make_featurizer_config
 
         self.channels = tuple(channels)
-        dna = [i for i, c in enumerate(self.channels) if any(k in c.lower() for k in ("dna", "hoechst", "nuc"))]
-        self.dna = dna[0] if dna else 0
+        self.dna = dna_channel(self.channels)
         self.config = make_featurizer_config(
             list(self.channels), objects=["nucleus", "cell"], intensity=True, sizeshape=True, texture=True,
             granularity=True, correlation_pearson=True, zernike=False, radial_zernikes=False,

@@ -82,6 +82,12 @@ def inception(ctx: ExtractorContext) -> FidelityExtractor:
 MORPHOLOGY_VERSION = "1"
 
 
+def dna_channel(channels: tuple[str, ...]) -> int:
+    """The index of the nuclear stain (DNA, Hoechst), by name; the first channel where none is named so."""
+    named = [i for i, c in enumerate(channels) if any(k in c.lower() for k in ("dna", "hoechst", "nuc"))]
+    return named[0] if named else 0
+
+
 class Morphology:
     """Hand-defined cell-morphology features (scikit-image), identical on every machine."""
 
@@ -90,8 +96,7 @@ class Morphology:
 
     def __init__(self, channels: tuple[str, ...]) -> None:
         self.channels = tuple(channels)
-        dna = [i for i, c in enumerate(self.channels) if any(k in c.lower() for k in ("dna", "hoechst", "nuc"))]
-        self.dna = dna[0] if dna else 0
+        self.dna = dna_channel(self.channels)
         self.feature_names = self._names()
         spec = f"morphology-v{MORPHOLOGY_VERSION}|zscore-by-reference|dna={self.dna}|" + ",".join(self.feature_names)
         self.weights_sha256 = hashlib.sha256(spec.encode()).hexdigest()
