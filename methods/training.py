@@ -155,10 +155,10 @@ def restore_rng(state: dict[str, Any], g: torch.Generator, np_rng: np.random.Gen
 
 
 def save_checkpoint(path: Path, parts: dict[str, Any], step: int, log: tuple[str, list], g: torch.Generator,
-                    np_rng: np.random.Generator, **extra: Any) -> None:
+                    np_rng: np.random.Generator) -> None:
     """Every stateful part (models, EMA, optimisers, schedules), the step, the loss log and the RNGs, atomically."""
     key, values = log
-    io.write_torch(path, {**{k: v.state_dict() for k, v in parts.items()}, "step": step, key: values, **extra,
+    io.write_torch(path, {**{k: v.state_dict() for k, v in parts.items()}, "step": step, key: values,
                           **rng_state(g, np_rng)})
 
 
