@@ -81,8 +81,10 @@ def _label(method: str, variant: str) -> str:
     return method if variant in ("", "default") else f"{method} ({variant})"
 
 
-def table1a(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """Numeric and formatted Table 1a for one task (one column block per feature space)."""
+def table1a(lb: pd.DataFrame, task: str, training: pd.DataFrame | None = None
+            ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Numeric and formatted Table 1a for one task (one column block per feature space), with each trained row's
+    compute and convergence (`training_table`) where given."""
     t = lb[(lb["task"] == task) & (lb["perturbation"] == "")]
     spaces = [s for s in ("inception", "morphology") if s in set(t["feature_space"])] + sorted(
         {f for f in set(t["feature_space"]) - {"inception", "morphology", "pixels"} if not f.startswith("moa")})
@@ -108,6 +110,15 @@ def table1a(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, pd.DataFrame, li
                 num[col], fmt[col] = h["value"], _fmt(h["value"], h["seed_ci95"], int(h["n_seeds"]), h["ci_low"], h["ci_high"])
         seeds = sub["n_seeds"].max()
         num["n_seeds"] = fmt["n_seeds"] = int(seeds)
+        if training is not None and not training.empty:
+            hit = training[training["method"] == label]
+            for col in ("images seen", "train min", "device", "val change, last quarter", "converged"):
+                v = hit[col].iloc[0] if len(hit) else np.nan
+                num[col] = v
+                if isinstance(v, str) or pd.isna(v):
+                    fmt[col] = "-" if pd.isna(v) else v
+                else:
+                    fmt[col] = {"train min": f"{v:.1f}", "val change, last quarter": f"{v:+.1%}"}.get(col, f"{v:.0f}")
         rows_num.append(num)
         rows_fmt.append(fmt)
     for space in spaces:
@@ -347,9 +358,7 @@ def ranking(lb: pd.DataFrame, space: str | None = None) -> pd.DataFrame:
 
 def run_list(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
     """Which runs produced a task's rows: label, run id, how it was configured and trained."""
-    labels = {(r.method, r.variant, r.config): r.label for r in
-              lb[lb["task"] == task].drop_duplicates(["method", "variant", "config"]).itertuples()}
-    rows = []
+    labels, rows = _labels(lb, task), []
     for r in runs:
         m = r.manifest
         if m.task_name != task:
@@ -358,11 +367,124 @@ def run_list(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
         trained = fit.get("trained_with", fit)
         how = ("trained in this run" if "from_run" not in fit else f"images of run {fit['from_run']} scored again"
                if "generated_by" in fit else f"model of run {fit['from_run']} scored")
+        kept = trained.get("selected", {})
         rows.append({"label": labels.get((m.method, m.variant, m.config_hash), m.method), "run_id": m.run_id,
                      "seed": m.seed, "profile": m.profile or "default", "overrides": " ".join(m.overrides) or "-",
-                     "steps": trained.get("steps", "-"), "device": trained.get("device", "-"), "model": how,
-                     "code": m.git_sha[:12]})
+                     "steps": trained.get("steps", "-"), "kept": f"{kept['rule']} (step {kept['step']})" if kept else "-",
+                     "device": trained.get("device", "-"), "model": how, "code": m.git_sha[:12]})
     return pd.DataFrame(rows).sort_values(["label", "run_id"]).reset_index(drop=True) if rows else pd.DataFrame()
+
+
+CONVERGED = 0.05  # a trained row whose validation metric moved by more than this share over its last quarter of
+# training is marked "not converged"
+
+
+def _trained(manifest) -> dict:
+    """The training summary behind a run: its own, or that of the run whose model it scored."""
+    return manifest.fit.get("trained_with", manifest.fit)
+
+
+def _labels(lb: pd.DataFrame, task: str) -> dict[tuple, str]:
+    return {(r.method, r.variant, r.config): r.label for r in
+            lb[lb["task"] == task].drop_duplicates(["method", "variant", "config"]).itertuples()}
+
+
+def curve_frame(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Every learning-curve point of the task's runs (long format: label, seed, step, images, train_s, metric,
+    value), and one row per untrained run's validation score (step NaN): the figure's reference lines."""
+    labels, rows = _labels(lb, task), []
+    for r in runs:
+        m = r.manifest
+        if m.task_name != task:
+            continue
+        label = labels.get((m.method, m.variant, m.config_hash), m.method)
+        trained = _trained(m)
+        points = trained.get("curve") or ([{**trained["validation"], "step": np.nan, "images": np.nan,
+                                            "train_s": np.nan}] if "validation" in trained else [])
+        for point in points:
+            for metric, value in point.items():
+                if metric.startswith("val_"):
+                    rows.append({"label": label, "seed": m.seed, "step": point["step"], "images": point["images"],
+                                 "train_s": point["train_s"], "metric": metric, "value": value})
+    return pd.DataFrame(rows, columns=["label", "seed", "step", "images", "train_s", "metric", "value"])
+
+
+def training_table(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Per trained row: images seen, training time, device and threads, the checkpoint kept, and the relative change
+    of the selection metric over the last quarter of training (the largest over seeds), against CONVERGED."""
+    from benchmark.curves import last_quarter_change
+
+    labels, rows = _labels(lb, task), []
+    for r in runs:
+        m = r.manifest
+        trained = _trained(m)
+        if m.task_name != task or not trained.get("curve"):
+            continue
+        metric = trained["curve_monitor"]["selection_metric"]
+        sel = trained.get("selected", {})
+        rows.append({"label": labels.get((m.method, m.variant, m.config_hash), m.method), "seed": m.seed,
+                     "images": trained["curve"][-1]["images"], "train_s": trained.get("train_s", np.nan),
+                     "device": f"{trained.get('device', '-')}"
+                               + (f" x{m.torch_threads} threads" if "trained_with" not in m.fit else ""),
+                     "metric": metric, "change": last_quarter_change(trained["curve"], metric),
+                     "kept": f"{sel.get('rule', 'last')}: step {sel.get('step', '-')}"})
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    out = []
+    for label, g in df.groupby("label", sort=False):
+        worst = g["change"].iloc[int(np.nanargmax(np.abs(g["change"].to_numpy())))] if g["change"].notna().any() \
+            else np.nan
+        out.append({"method": label, "images seen": int(g["images"].max()), "train min": g["train_s"].mean() / 60,
+                    "device": ",".join(sorted(set(g["device"]))), "selection metric": g["metric"].iloc[0],
+                    "kept": ",".join(dict.fromkeys(g["kept"])), "val change, last quarter": worst,
+                    "converged": "-" if pd.isna(worst) else "yes" if abs(worst) <= CONVERGED else "not converged"})
+    return pd.DataFrame(out)
+
+
+def draw_curves(frame: pd.DataFrame, task: str, path: Path) -> Path | None:
+    """Validation metrics against images seen and against training time, one colour per method (mean over seeds,
+    band: their range), identity and oracle as horizontal lines; None where no run has a curve."""
+    curves = frame.dropna(subset=["step"])
+    if curves.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    metrics = [m for m in ("val_paired_rmse", "val_fd_morph_o", "val_fd_morph_c") if m in set(curves["metric"])]
+    labels = list(dict.fromkeys(curves["label"]))
+    palette = dict(zip(labels, sns.color_palette("colorblind", len(labels))))
+    lines = frame[frame["step"].isna()].groupby(["label", "metric"])["value"].mean()
+    fig, axes = plt.subplots(len(metrics), 2, figsize=(10, 3.2 * len(metrics)), squeeze=False)
+    for i, metric in enumerate(metrics):
+        data = curves[curves["metric"] == metric]
+        for j, (x, xlabel) in enumerate((("images", "training images seen"), ("train_s", "training seconds"))):
+            ax = axes[i, j]
+            sns.lineplot(data=data, x=x, y="value", hue="label", palette=palette, estimator="mean",
+                         errorbar=("pi", 100), marker="o", markersize=4, ax=ax, legend=(i == 0 and j == 0))
+            for (label, m), v in lines.items():
+                if m == metric:
+                    ax.axhline(v, color="grey", ls="--" if label == "identity" else ":", lw=1)
+                    ax.annotate(label, (1, v), xycoords=("axes fraction", "data"), fontsize=7, color="grey",
+                                ha="right", va="bottom")
+            ax.set_xscale("symlog", linthresh=float(data.loc[data[x] > 0, x].min()) if (data[x] > 0).any() else 1.0)
+            if metric.startswith("val_fd"):
+                ax.set_yscale("log")  # an untrained model starts orders of magnitude away
+            if ax.get_legend() is not None:
+                ax.get_legend().set_title("method")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"{metric} (validation)")
+    n = frame.groupby("label")["seed"].nunique()
+    fig.suptitle(f"{task}: learning curves on the validation split (lines: mean over seeds, band: range; "
+                 f"seeds per method: {', '.join(f'{k} {v}' for k, v in n.items())})", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, metadata={"Software": None})
+    plt.close(fig)
+    return path
 
 
 def one_run_per_label(runs, lb: pd.DataFrame, task: str) -> dict[str, object]:
@@ -398,12 +520,31 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
     written = [results_dir / "leaderboard.csv"]
     io.write_csv(written[0], lb)
     for task in sorted(set(lb["task"])):
-        num, fmt, notes = table1a(lb, task)
+        training = training_table(runs, lb, task)
+        num, fmt, notes = table1a(lb, task, training)
         d = results_dir / task
         io.write_csv(d / "table1a.csv", num)
         md = [f"# {task}: Table 1a\n", "Lower is better for every column. KID is multiplied by 100 as in the paper. "
               "Values are means over seeds ± the half-width of the 95% t interval over seeds; for one seed, "
               "[the 95% bootstrap interval over images].\n", to_markdown(fmt)]
+        if not training.empty:
+            md.append(f"\nTrained rows: images seen in training, training minutes (mean over seeds, the curve's "
+                      f"scoring left out), device, and the relative change of the validation selection metric over "
+                      f"the last quarter of training (the largest over seeds): beyond {CONVERGED:.0%} the row is "
+                      f"marked not converged. Curves: `learning_curves.png`.\n")
+            io.write_csv(d / "training.csv", training)
+            written.append(d / "training.csv")
+            shown = training.assign(**{"train min": training["train min"].map("{:.1f}".format),
+                                       "val change, last quarter": training["val change, last quarter"].map(
+                                           lambda v: "-" if pd.isna(v) else f"{v:+.1%}")})
+            md += ["\n", to_markdown(shown)]
+        frame = curve_frame(runs, lb, task)
+        if not frame.empty:
+            io.write_csv(d / "learning_curves.csv", frame)
+            written.append(d / "learning_curves.csv")
+            fig = draw_curves(frame, task, d / "learning_curves.png")
+            if fig is not None:
+                written.append(fig)
         for space in ("inception", "morphology"):
             t1b = table1b(lb, task, space)
             if not t1b.empty:

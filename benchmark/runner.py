@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata as md
+import inspect
 import platform
 import random
 import signal
@@ -22,11 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from benchmark import __version__, io
 from benchmark.errors import BenchmarkError
-from benchmark.method import GenerateRequest, Method, config_from_overrides, to_tensor, to_uint8
+from benchmark.generation import generate_all, process_state
+from benchmark.method import Method, config_from_overrides
 from benchmark.metrics.evaluate import FeatureCache, evaluate
 from benchmark.metrics.features import ExtractorContext
 from benchmark.registry import (CHANNEL_RULES, DEFAULT_FEATURES, FEATURES, METHODS, SCORERS, TASKS,
@@ -151,51 +152,24 @@ def check_capabilities(cls: type[Method], task) -> None:
         raise BenchmarkError(f"method {cls.name} cannot translate to unseen perturbations; task {task.name} evaluates only held-out ones")
 
 
-def generate_all(method: Method, data, plan, seed: int, batch: int) -> np.ndarray | None:
-    """The plan's images, generated in chunks of `batch`. In a process group each process generates every
-    world-th chunk and the main process gathers them (None elsewhere); every chunk's seed depends on its position
-    only, so the images do not depend on how many processes shared the work."""
-    state = process_state()
-    req = plan.requests
-    starts = list(range(0, len(req), batch))
-    out = {}
-    for start in tqdm(starts[state.process_index:: state.num_processes], desc=f"generating ({method.name})",
-                      unit="batch", disable=not state.is_main_process):
-        part = req.iloc[start : start + batch]
-        rows = part["control_row"].to_numpy()
-        perts = part["CPD_NAME"].tolist()
-        request = GenerateRequest(
-            controls=to_tensor(data.images[rows]),
-            control_keys=part["control_key"].tolist(),
-            batches=part["BATCH"].tolist(),
-            target_batches=part["target_batch"].tolist(),
-            perturbations=perts,
-            embeddings=torch.from_numpy(data.embed(perts)),
-        )
-        # one seed per chunk, derived from the run seed: chunking does not change a chunk's draws elsewhere
-        x = method.generate(request, seed=seed * 100_003 + start)
-        if tuple(x.shape) != tuple(request.controls.shape):
-            raise BenchmarkError(f"method {method.name} returned shape {tuple(x.shape)}, expected {tuple(request.controls.shape)}")
-        out[start] = to_uint8(x)
-    if state.num_processes > 1:
-        from accelerate.utils import gather_object
-
-        gathered = gather_object([out])
-        if not state.is_main_process:
-            return None
-        out = {k: v for part in gathered for k, v in part.items()}
-    if sorted(out) != starts or sum(len(v) for v in out.values()) != len(req):
-        raise BenchmarkError(f"generation returned {sum(len(v) for v in out.values())} images in {len(out)} chunks; "
-                             f"the plan has {len(req)} in {len(starts)}")
-    return np.concatenate([out[k] for k in starts])
+CURVE_PER_PERTURBATION = 4  # validation targets per perturbation behind a learning-curve point
 
 
-def process_state():
-    """accelerate's process state: one process, or the group that torchrun, `accelerate launch` or a SLURM job
-    (submitit) set up from the environment."""
-    from accelerate import PartialState
+def validation_monitor(data, task):
+    """The learning-curve scorer on the task's validation split; None where it has no validation images of a
+    training perturbation (a method with `select=best` is then refused by its `fit`)."""
+    from benchmark.curves import ValidationMonitor
 
-    return PartialState(cpu=not torch.cuda.is_available())  # without a GPU, a group of CPU processes (gloo)
+    try:
+        return ValidationMonitor(data, CURVE_PER_PERTURBATION, seed=task.val_seed)
+    except BenchmarkError as e:
+        print(f"   no validation scores: {e}", file=sys.stderr)
+        return None
+
+
+def draws_curve(method: Method) -> bool:
+    """Whether `fit` takes a monitor and the config asks for a curve."""
+    return "monitor" in inspect.signature(method.fit).parameters and getattr(method.config, "curve_points", 0) > 0
 
 
 def reused_images(run_dir: Path, manifest: Manifest, task: str, split_hash: str, plan,
@@ -272,10 +246,17 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
     method = cls(config)
     plan = data.eval_plan()
     t_fit = time.time()
+    monitor = None
     if cfg.from_run is None:
         profile = cfg.profile or cls.default_profile
         stages.start(f"train: {cls.name}{f' (profile {profile})' if profile else ''} on {len(train.obs)} images")
-        fit_summary = method.fit(train, seed=cfg.seed, workdir=cfg.workdir or stage / "work") or {}
+        kwargs = {}
+        monitor = validation_monitor(data, task)
+        if monitor is not None and draws_curve(method):
+            kwargs["monitor"] = monitor
+            print(f"   learning curve: {monitor.n} validation images ({monitor.per_perturbation} a perturbation), "
+                  f"selection metric {monitor.metric}, rule select={config.select}", file=sys.stderr, flush=True)
+        fit_summary = method.fit(train, seed=cfg.seed, workdir=cfg.workdir or stage / "work", **kwargs) or {}
     else:
         stages.start(f"load: {'images' if cfg.reuse_generated else 'model'} of {cfg.from_run}")
         trained = read_manifest(cfg.from_run, need_model=not cfg.reuse_generated)
@@ -288,6 +269,14 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
     main = process_state().is_main_process
     if not cfg.reuse_generated and main:
         method.save(stage / "model")
+    if monitor is not None and "curve" not in fit_summary and main:
+        # a method without a curve (identity, oracle) is scored once on the validation plan: the reference lines of
+        # the learning-curve figure (the oracle: true counterfactuals of the validation controls, on a pool of its
+        # own so that the test images it draws next are those it drew before)
+        stages.start(f"validate: {monitor.n} validation images")
+        if cls.capabilities.reads_heldout:
+            method.attach_heldout(data.heldout_pool(plan))
+        fit_summary["validation"] = {**monitor(method), **monitor.describe()}
     if not cfg.reuse_generated and cls.capabilities.reads_heldout:
         method.attach_heldout(data.heldout_pool(plan))
     seed_everything(cfg.seed)

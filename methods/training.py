@@ -23,6 +23,7 @@ as strings.
 
 from __future__ import annotations
 
+import copy
 import time
 from abc import abstractmethod
 from dataclasses import asdict, dataclass
@@ -35,6 +36,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from benchmark import io
+from benchmark.curves import curve_steps
 from benchmark.errors import BenchmarkError
 from benchmark.method import Method, TrainData
 
@@ -155,23 +157,25 @@ def restore_rng(state: dict[str, Any], g: torch.Generator, np_rng: np.random.Gen
 
 
 def save_checkpoint(path: Path, parts: dict[str, Any], step: int, log: tuple[str, list], g: torch.Generator,
-                    np_rng: np.random.Generator) -> None:
-    """Every stateful part (models, EMA, optimisers, schedules), the step, the loss log and the RNGs, atomically."""
+                    np_rng: np.random.Generator, extra: dict[str, Any] | None = None) -> None:
+    """Every stateful part (models, EMA, optimisers, schedules), the step, the loss log, the RNGs and `extra` (the
+    curve and the best weights so far), atomically."""
     key, values = log
     io.write_torch(path, {**{k: v.state_dict() for k, v in parts.items()}, "step": step, key: values,
-                          **rng_state(g, np_rng)})
+                          **rng_state(g, np_rng), "extra": extra or {}})
 
 
 def load_checkpoint(path: Path, parts: dict[str, Any], log_key: str, g: torch.Generator, np_rng: np.random.Generator,
-                    device: torch.device) -> tuple[int, list]:
-    """Restore what `save_checkpoint` wrote, if it exists; returns (step, loss log), (0, []) for a fresh start."""
+                    device: torch.device) -> tuple[int, list, dict[str, Any]]:
+    """Restore what `save_checkpoint` wrote, if it exists; returns (step, loss log, extra), (0, [], {}) for a fresh
+    start."""
     if not Path(path).is_file():
-        return 0, []
+        return 0, [], {}
     state = torch.load(path, map_location=device, weights_only=True)
     for k, v in parts.items():
         v.load_state_dict(state[k])
     restore_rng(state, g, np_rng)
-    return int(state["step"]), list(state[log_key])
+    return int(state["step"]), list(state[log_key]), dict(state.get("extra", {}))
 
 
 @dataclass
@@ -187,6 +191,10 @@ class TrainingConfig:
     device: str = "auto"
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"  # auto: bf16 where the device has it in
     # hardware; fp16 trains with a gradient scaler
+    curve_points: int = 3  # learning curve on the validation split at step 0, this many log-spaced steps and 3/4
+    # (benchmark/curves.py); 0: none
+    select: Literal["last", "best"] = "last"  # the weights a run keeps: the last step's, or those of the best
+    # validation score on the curve (never the test split)
 
 
 @dataclass(frozen=True)
@@ -317,8 +325,14 @@ class TorchMethod(Method):
         return epochs_to_steps(c.epochs, c.steps, self.epoch_rows(data), c.batch_size)
 
     # --- the loop --------------------------------------------------------------------------
-    def fit(self, data: TrainData, *, seed: int, workdir: Path) -> dict[str, Any]:
+    def fit(self, data: TrainData, *, seed: int, workdir: Path, monitor: Any = None) -> dict[str, Any]:
+        """Train for the configured steps, resuming from `workdir`'s checkpoint; with a `monitor` (a
+        `benchmark.curves.ValidationMonitor`), score the model at the curve's steps and keep the best weights when
+        `select` is "best"."""
         c = self.config
+        if c.select == "best" and (monitor is None or c.curve_points <= 0):
+            raise BenchmarkError(f"{self.name}: select=best needs a validation curve (curve_points > 0 and a task "
+                                 "with validation images)")
         if c.mixed_precision not in self.precisions:
             raise BenchmarkError(f"{self.name}: mixed_precision={c.mixed_precision!r} is not supported; expected one "
                                  f"of {', '.join(self.precisions)}")
@@ -347,25 +361,60 @@ class TorchMethod(Method):
         g = torch.Generator().manual_seed(seed)
         np_rng = np.random.default_rng(seed)
         ckpt = Path(workdir) / "checkpoint.pt"
-        step, history = load_checkpoint(ckpt, parts, "history", g, np_rng, self.device)
-        t0, start = time.time(), step
+        step, history, extra = load_checkpoint(ckpt, parts, "history", g, np_rng, self.device)
+        points = set(curve_steps(steps, c.curve_points)) if monitor is not None else set()
+        curve: list[dict[str, Any]] = extra.get("curve", [])
+        best = extra.get("best")  # {"step", "value", "state"}: the best validation score's weights so far
+        trained_s = float(extra.get("trained_s", 0.0))  # training time, the curve's scoring left out
+        monitor_s = 0.0
+
+        def score() -> None:
+            nonlocal best, monitor_s
+            t = time.time()
+            values = monitor(self)
+            monitor_s += time.time() - t
+            curve.append({"step": step, "images": step * c.batch_size, "train_s": round(trained_s, 2), **values})
+            if c.select == "best" and (best is None or values[monitor.metric] < best["value"]):
+                best = {"step": step, "value": values[monitor.metric],
+                        "state": {k: copy.deepcopy(v.state_dict()) for k, v in self.modules().items()}}
+
+        if step == 0 and 0 in points and not curve:
+            score()
+        start, trained_before = step, trained_s
         bar = tqdm(total=steps, initial=step, desc=f"{self.name} training", unit="step", disable=self.rank != 0)
         while step < steps:
+            t_step = time.time()
             history.append([float(v) for v in self.train_step(train, step, g, np_rng)])
             step += 1
+            trained_s += time.time() - t_step
             bar.update()
             if step % 25 == 0:
                 recent = np.mean(history[-25:], axis=0)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in zip(self.history_columns, recent)})
-            if (step % c.checkpoint_every == 0 or step == steps) and self.rank == 0:
-                save_checkpoint(ckpt, parts, step, ("history", history), g, np_rng)
+            if step in points:
+                score()
+            if (step % c.checkpoint_every == 0 or step == steps or step in points) and self.rank == 0:
+                save_checkpoint(ckpt, parts, step, ("history", history), g, np_rng,
+                                {"curve": curve, "best": best, "trained_s": trained_s})
         bar.close()
-        elapsed, done = time.time() - t0, step - start
+        elapsed, done = trained_s - trained_before, step - start
+        selected: dict[str, Any] = {"rule": c.select, "step": step}
+        if curve:
+            selected["metric"] = monitor.metric
+            selected["value"] = next(r[monitor.metric] for r in curve if r["step"] == step) if step in points else None
+        if c.select == "best":
+            for k, part in self.modules().items():
+                part.load_state_dict(best["state"][k])
+            selected.update(step=best["step"], value=best["value"],
+                            why=f"lowest {monitor.metric} of {len(curve)} validation points")
         h = np.asarray(history, dtype=np.float64).reshape(len(history), len(self.history_columns))
         summary: dict[str, Any] = {"steps": step, "resumed_from": start}
         for i, col in enumerate(self.history_columns):
             summary[f"{col}_first_50"] = float(h[:50, i].mean())
             summary[f"{col}_last_50"] = float(h[-50:, i].mean())
+        if monitor is not None:
+            summary.update(curve=curve, curve_monitor={**monitor.describe(), "seconds": round(monitor_s, 2)})
+        summary.update(selected=selected, train_s=round(trained_s, 2))
         return {**summary, "train_images_per_s": round(done * c.batch_size / elapsed, 2) if done else None,
                 "parameters": {k: sum(p.numel() for p in m.parameters()) for k, m in self.counted().items()},
                 "device": str(self.device), "precision": self.precision, "batch": batch, "processes": self.world,

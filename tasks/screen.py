@@ -34,7 +34,7 @@ from benchmark.errors import BenchmarkError
 from .compounds import CONTROL, bbbc021_compounds
 from .embeddings import morgan_fingerprints
 
-SCREEN_VERSION = "1"
+SCREEN_VERSION = "2"  # 2: validation cells (SPLIT "val") with their counterfactuals
 CHANNELS = ("F-actin", "beta-tubulin", "DNA")
 METADATA = "metadata/synthetic_df_all.csv"
 EMBEDDINGS = "embeddings/emb_fp.csv"
@@ -126,15 +126,20 @@ class ScreenConfig:
     test_per_compound: int = 12
     train_controls: int = 96
     test_controls: int = 16
+    # validation cells (model selection, learning curves): new cells after the train and test ones, which stay as
+    # they were; their controls' counterfactuals are rendered too, so the paired error is known on validation
+    val_per_compound: int = 4
+    val_controls: int = 8
 
     @classmethod
     def preset(cls, name: str, seed: int = 0) -> "ScreenConfig":
         presets = {
             "default": cls(seed=seed),
             "tiny": cls(seed=seed, image_size=32, n_batches=2, compounds=DEFAULT_COMPOUNDS[:6] + ("docetaxel", "taxol"),
-                        train_per_compound=6, test_per_compound=4, train_controls=16, test_controls=6),
+                        train_per_compound=6, test_per_compound=4, train_controls=16, test_controls=6,
+                        val_per_compound=2, val_controls=3),
             "large": cls(seed=seed, image_size=96, n_batches=4, train_per_compound=96, test_per_compound=48,
-                         train_controls=384, test_controls=64),
+                         train_controls=384, test_controls=64, val_per_compound=16, val_controls=32),
         }
         if name not in presets:
             raise BenchmarkError(f"unknown screen size {name!r}; expected one of {', '.join(presets)}")
@@ -382,9 +387,10 @@ def simulate(root: Path, config: ScreenConfig) -> Path:
         shutil.rmtree(tmp)
     (tmp / "metadata").mkdir(parents=True)
     rows, cf_images, cf_rows = [], [], []
-    total = config.n_batches * (config.train_controls + config.test_controls
-                               + len(config.compounds) * (config.train_per_compound + config.test_per_compound))
-    bar = tqdm(total=total + config.n_batches * config.test_controls * len(config.compounds),
+    per_compound = config.train_per_compound + config.test_per_compound + config.val_per_compound
+    controls = config.train_controls + config.test_controls + config.val_controls
+    total = config.n_batches * (controls + len(config.compounds) * per_compound)
+    bar = tqdm(total=total + config.n_batches * (config.test_controls + config.val_controls) * len(config.compounds),
                desc="simulating screen", unit="crop")
     size = config.image_size
     for b, plate in enumerate(plates):
@@ -392,14 +398,15 @@ def simulate(root: Path, config: ScreenConfig) -> Path:
         for ci, name in enumerate(names):
             n_train = config.train_controls if name == CONTROL else config.train_per_compound
             n_test = config.test_controls if name == CONTROL else config.test_per_compound
+            n_val = config.val_controls if name == CONTROL else config.val_per_compound
             effect, strength = effects[name]
-            for i in range(n_train + n_test):
+            for i in range(n_train + n_test + n_val):
                 cell = Cell.sample(_cell_rng(config.seed, b, ci, i), plate)
                 crop = render(cell, effect, strength, plate, size)
                 table_no, image_no, obj = ci + 1, i // 8 + 1, i % 8 + 1
                 key = f"{plate.week}_{plate.name}_{table_no}_{image_no}_{obj}.0"
                 np.save(tmp / plate.week / plate.name / f"{table_no}_{image_no}_{obj}.0.npy", crop)
-                split = "train" if i < n_train else "test"
+                split = "train" if i < n_train else "test" if i < n_train + n_test else "val"
                 rows.append({
                     "SAMPLE_KEY": key, "BATCH": plate.batch, "TABLE_NUMBER": table_no, "IMAGE_NUMBER": image_no,
                     "OBJECT_NUMBER": float(obj), "CPD_NAME": name, "SMILES": table.loc[name, "SMILES"],
@@ -407,7 +414,7 @@ def simulate(root: Path, config: ScreenConfig) -> Path:
                     "STATE": "control" if name == CONTROL else "trt", "PLATE": plate.name, "SPLIT": split,
                 })
                 bar.update()
-                if name == CONTROL and split == "test":
+                if name == CONTROL and split != "train":
                     # the counterfactual: this very cell, on this plate, under each compound
                     for other in config.compounds:
                         eff, st = effects[other]

@@ -48,6 +48,10 @@ class Task:
     layout: str = ""  # the on-disk layout `prepare` packs for this task (tasks/layouts.py)
     moa: bool = False  # ANNOT holds mechanisms of action: MoA accuracy is scored (Table 2a)
     eval_seed: int = 0
+    # validation split (model selection, learning curves; never the test split): where the data have none, this
+    # fraction of every (perturbation, batch) group of the train split, drawn with val_seed
+    val_fraction: float = 0.1
+    val_seed: int = 0
     variant_of: str = ""  # the task this one varies (an -ood or -batchswap task's base), for tables across tasks
     # declared shape of the published data, so networks can be sized before the data are there (`describe`)
     embedding_dim: int = 0  # width of the perturbation embedding table
@@ -66,6 +70,8 @@ class Task:
         data = self.loader(Path(data_dir))
         data.task = self
         data.validate()
+        if not (data.obs["SPLIT"] == "val").any():
+            data.carve_validation(self.val_fraction, self.val_seed)
         return data
 
 
@@ -138,6 +144,21 @@ class TaskData:
             rows = rows[~self.obs["CPD_NAME"].iloc[rows].isin(self.task.heldout).to_numpy()]
         return rows
 
+    def carve_validation(self, fraction: float, seed: int) -> None:
+        """Mark `fraction` of each (perturbation, batch) group of the train split as SPLIT "val" (at least one image
+        stays in training): a seeded, stratified rule, so the split manifest and its hash record it."""
+        if not 0 <= fraction < 1:
+            raise BenchmarkError(f"task {self.task.name}: val_fraction={fraction}; expected 0 <= fraction < 1")
+        rng = np.random.default_rng(seed)
+        train = self.obs.iloc[self.rows("train")]
+        picked = []
+        for _, group in train.groupby(["CPD_NAME", "BATCH"], sort=True):
+            k = min(int(np.floor(fraction * len(group) + 0.5)), len(group) - 1)
+            picked.extend(rng.permutation(group.index.to_numpy())[:k])
+        if picked:
+            self.obs = self.obs.copy()
+            self.obs.loc[np.sort(np.asarray(picked)), "SPLIT"] = "val"
+
     def train_perturbations(self) -> list[str]:
         names = self.obs["CPD_NAME"].iloc[self.train_rows()]
         return sorted(set(names) - {self.control})
@@ -157,6 +178,11 @@ class TaskData:
         if self.eval_subset is not None:
             test &= set(self.eval_subset)
         return sorted(test)
+
+    def validation_perturbations(self) -> list[str]:
+        """Training perturbations with validation images: held-out ones never steer model selection."""
+        val = set(self.obs["CPD_NAME"].iloc[self.rows("val", "trt")])
+        return sorted(val & set(self.train_perturbations()))
 
     def embed(self, names: list[str]) -> np.ndarray:
         return lookup(self.embeddings, names, f"{self.source} embeddings")
@@ -178,25 +204,27 @@ class TaskData:
         return digest
 
     # --- evaluation ------------------------------------------------------------
-    def eval_plan(self, seed: int | None = None) -> EvalPlan:
-        """Reference images and control pairings, drawn with a recorded seed."""
+    def eval_plan(self, seed: int | None = None, split: str = "test", per_perturbation: int | None = None) -> EvalPlan:
+        """Reference images and control pairings, drawn with a recorded seed: of the test split (the evaluation), or
+        of the validation split (learning curves and model selection, at most `per_perturbation` a perturbation)."""
         seed = self.task.eval_seed if seed is None else seed
         rng = np.random.default_rng(seed)
         obs = self.obs
-        ctrl_rows = self.rows("test", "control")
+        ctrl_rows = self.rows(split, "control")
         if len(ctrl_rows) == 0:
-            raise BenchmarkError(f"{self.source}: no test control images to seed generation")
+            raise BenchmarkError(f"{self.source}: no {split} control images to seed generation")
         ctrl_by_batch = {b: ctrl_rows[obs["BATCH"].iloc[ctrl_rows].to_numpy() == b] for b in sorted(set(obs["BATCH"].iloc[ctrl_rows]))}
         batches = sorted(ctrl_by_batch)
         ref_parts, req_parts, pool_parts = [], [], []
-        for pert in self.eval_perturbations():
-            rows = rng.permutation(self.rows("test", "trt", [pert]))
-            if self.counterfactuals is None:
+        perts = self.eval_perturbations() if split == "test" else self.validation_perturbations()
+        for pert in perts:
+            rows = rng.permutation(self.rows(split, "trt", [pert]))
+            if self.counterfactuals is None and split == "test":
                 # no counterfactuals: half the held-out targets are the oracle's, disjoint from the reference
                 half = len(rows) // 2
                 pool_parts.append(np.sort(rows[:half]))
                 rows = rows[half:]
-            cap = self.task.max_eval_per_perturbation
+            cap = per_perturbation if split != "test" else self.task.max_eval_per_perturbation
             rows = np.sort(rows[:cap] if cap else rows)
             ref_parts.append(rows)
             for batch, group in pd.Series(rows).groupby(obs["BATCH"].iloc[rows].to_numpy()):

@@ -43,6 +43,22 @@ class FeatureCache:
         return feats
 
 
+class ReferenceScale:
+    """Hand-made features live on different scales: z-scored by the reference set so each counts alike. A feature
+    undefined or constant on the reference set carries no information and would blow up under z-scoring: it is left
+    out (`keep`); an undefined measurement (NaN) becomes the reference mean (0)."""
+
+    def __init__(self, real: np.ndarray) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.mu, self.sd = np.nanmean(real, 0), np.nanstd(real, 0)
+        self.keep = np.isfinite(self.sd) & (self.sd > 1e-6 * np.maximum(1, np.abs(self.mu)))
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        k = self.keep
+        return np.nan_to_num((features[:, k] - self.mu[k]) / self.sd[k])
+
+
 PCA_COMPONENTS = 50  # distances of hand-made spaces wider than this are taken in the reference's principal components
 WINSOR = 10.0  # and their z-scores clipped at this many reference sd first
 
@@ -146,15 +162,20 @@ def distribution_rows(real: dict[str, np.ndarray], gen: dict[str, np.ndarray], p
     return rows
 
 
-def paired_rows(generated: np.ndarray, truth: np.ndarray, morph: Morphology, ref_morph: np.ndarray, seed: int) -> list[dict]:
-    """Generated vs the true counterfactual of the same cell: pixel RMSE and morphology distance."""
+def pixel_rmse(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per image, the RMSE between uint8 crops scaled to [0, 1]."""
     g = generated.astype(np.float64) / 255.0
     t = truth.astype(np.float64) / 255.0
-    per_img = np.sqrt(((g - t) ** 2).reshape(len(g), -1).mean(1))
+    return np.sqrt(((g - t) ** 2).reshape(len(g), -1).mean(1))
+
+
+def paired_rows(generated: np.ndarray, truth: np.ndarray, morph: Morphology, ref_morph: np.ndarray, seed: int) -> list[dict]:
+    """Generated vs the true counterfactual of the same cell: pixel RMSE and morphology distance."""
+    per_img = pixel_rmse(generated, truth)
     scale = ref_morph.std(0) + 1e-6
     mg, mt = morph(generated), morph(truth)
     per_morph = np.sqrt((((mg - mt) / scale) ** 2).mean(1))
-    n = len(g)
+    n = len(per_img)
     common = dict(perturbation="", n_gen=n, n_real=n, channel_rule="all", metric_seed=seed)
     ci_img, ci_morph = bootstrap_ci(per_img, seed), bootstrap_ci(per_morph, seed)
     return [
@@ -195,23 +216,16 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
         for view, imgs in _views(ext, rule, generated):
             gen_views[view] = ctrl_views[view] if are_controls else ext(imgs, what="generated images")
         if not ext.rgb:
-            # hand-made features live on different scales: z-score by the reference set so each counts alike;
-            # an undefined measurement (NaN) becomes the reference mean (0) and is counted
-            # a feature that is undefined or constant on the reference set carries no information and would blow up
-            # under z-scoring: it is left out (counted)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mu = {v: np.nanmean(f, 0) for v, f in real_views.items()}
-                sd = {v: np.nanstd(f, 0) for v, f in real_views.items()}
-            keep = {v: np.isfinite(sd[v]) & (sd[v] > 1e-6 * np.maximum(1, np.abs(mu[v]))) for v in real_views}
+            # z-scored by the reference set (see ReferenceScale); what was left out and what was undefined is counted
+            scalers = {v: ReferenceScale(f) for v, f in real_views.items()}
+            keep = {v: z.keep for v, z in scalers.items()}
             raw_real = real_views
             provenance[space]["features_used"] = {v: f"{int(k.sum())} of {len(k)}" for v, k in keep.items()}
             provenance[space]["crops_with_nan"] = {
                 what: int(sum(np.isnan(f[:, keep[v]]).any(1).sum() for v, f in views.items()))
                 for what, views in (("reference", real_views), ("generated", gen_views), ("controls", ctrl_views))}
-            real_views, gen_views, ctrl_views = (
-                {v: np.nan_to_num((f[:, keep[v]] - mu[v][keep[v]]) / sd[v][keep[v]]) for v, f in views.items()}
-                for views in (real_views, gen_views, ctrl_views))
+            real_views, gen_views, ctrl_views = ({v: scalers[v](f) for v, f in views.items()}
+                                                 for views in (real_views, gen_views, ctrl_views))
             provenance[space]["standardised"] = ("z-scored by the reference set's mean and std, features undefined or "
                                                  "constant on it left out; NaN (an undefined measurement) set to 0, "
                                                  "the reference mean")

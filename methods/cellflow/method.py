@@ -100,6 +100,9 @@ PROFILES: dict[str, dict[str, Any]] = {
                  "time_sampling": "skewed", "p_noise": 0.5, "noise_std": 1.0, "noise_per": "batch", "p_drop": 0.2,
                  "p_drop_per": "batch", "dequantize": True, "flip_p": 0.3, "flip_per": "image", "ema_decay": 0.999,
                  "inference_noise": True, "solver": "edm_heun", "nfe": 100, "alpha": 1.2, "checkpoint_every": 2000},
+    # equal compute on the simulated screen (docs/reference-profiles.md): 10 minutes of training on one core of the
+    # 2-core machine at 46.7 img/s, the learning rate chosen on the validation split, the best validation checkpoint
+    "reference": {**QUICK, "steps": 875, "curve_points": 4, "select": "best"},
     # Table 2c ablations, on top of quick
     "no-condition": {**QUICK, "condition": False, "alpha": 1.0},
     "no-cfg": {**QUICK, "alpha": 1.0, "p_drop": 0.0},

@@ -67,6 +67,11 @@ class PhenDiffConfig(TrainingConfig):
 PROFILES: dict[str, dict[str, Any]] = {
     # CPU: a small denoiser, a short schedule and 20 + 20 DDIM steps
     "quick": {"steps": 1500, "lr": 5e-4, "warmup_steps": 100, "inversion_steps": 20, "generation_steps": 20},
+    # equal compute on the simulated screen (docs/reference-profiles.md): 10 minutes of training on one core of the
+    # 2-core machine at 26 img/s, warm-up 10% of the steps, the learning rate chosen on the validation split, the
+    # best validation checkpoint
+    "reference": {"steps": 490, "lr": 5e-4, "warmup_steps": 50, "inversion_steps": 20, "generation_steps": 20,
+                  "curve_points": 4, "select": "best"},
     # as published (GPU): 30k steps, 100 + 100 steps; bf16 where the published code used fp16
     "paper": {"widths": (128, 256, 512), "layers_per_block": 2, "norm_num_groups": 32, "steps": 30_000,
               "checkpoint_every": 2000, "mixed_precision": "bf16"},

@@ -54,6 +54,34 @@ def test_report_has_both_rows_and_oracle_beats_identity(store, tmp_path, capsys)
     assert first == {p: p.read_bytes() for p in (tmp_path / "results").rglob("*") if p.is_file()}
 
 
+def test_a_trained_run_keeps_its_best_validation_checkpoint_and_the_report_draws_its_curve(store, tmp_path, data_dir,
+                                                                                           capsys):
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(store, runs)
+    assert main(["run", "--method", "cellflow", "--task", "synthetic-tiny", "--out", str(runs), "--data-dir",
+                 str(data_dir), "--features", "morphology", "--set", "steps=8", "--set", "width=8", "--set", "mults=1,2",
+                 "--set", "blocks=1", "--set", "attention=false", "--set", "nfe=2", "--set", "select=best"]) == 0
+    run = next(p for p in runs.iterdir() if "cellflow" in p.name)
+    fit = json.loads((run / "manifest.json").read_text())["fit"]
+    assert len(fit["curve"]) >= 4 and fit["curve_monitor"]["split"] == "val"
+    best = min(fit["curve"], key=lambda r: r["val_paired_rmse"])
+    assert fit["selected"]["rule"] == "best" and fit["selected"]["step"] == best["step"]
+    for baseline in ("identity", "oracle"):  # untrained rows: one validation score each, the figure's lines
+        b = next(p for p in runs.iterdir() if baseline in p.name)
+        assert "validation" in json.loads((b / "manifest.json").read_text())["fit"]
+    code, _, err = run_cli(capsys, "report", "--runs", str(runs), "--results", str(tmp_path / "results"))
+    assert code == 0, err
+    d = tmp_path / "results" / "synthetic-tiny"
+    t1a = pd.read_csv(d / "table1a.csv")
+    row = t1a[t1a["method"] == "cellflow"].iloc[0]
+    assert row["images seen"] == 8 * 32 and row["converged"] in ("yes", "not converged")
+    assert (d / "learning_curves.png").stat().st_size > 10_000
+    curves = pd.read_csv(d / "learning_curves.csv")
+    assert set(curves.loc[curves["step"].isna(), "label"]) == {"identity", "oracle"}
+
+
 @pytest.mark.parametrize("args,needle", [
     (["run", "--method", "nope", "--task", "synthetic-tiny"], "unknown method 'nope'"),
     (["run", "--method", "identity", "--task", "nope"], "unknown task 'nope'"),

@@ -17,10 +17,12 @@ import pytest
 import torch
 from torch import nn
 
+from benchmark.curves import ValidationMonitor
 from benchmark.errors import BenchmarkError
 from benchmark.method import (Capabilities, GenerateRequest, Method, TrainData, as_float, config_from_overrides,
                               to_tensor)
 from benchmark.registry import METHODS
+from benchmark.runner import draws_curve
 from methods.training import Shape, TorchMethod, TrainingConfig, TrainingSet
 
 UNSEEN = "taxol"
@@ -116,7 +118,10 @@ def fitted(request, registered, without_unseen, tiny_data, requests, tmp_path_fa
     cls = registered.get(request.param)
     config = config_from_overrides(cls.Config, cls.profiles.get(cls.default_profile), TINY.get(cls.name, []))
     method = cls(config)
-    summary = method.fit(without_unseen, seed=0, workdir=tmp_path_factory.mktemp(f"work-{cls.name}"))
+    kwargs = {}
+    if draws_curve(method):  # what the runner hands a method that draws a learning curve
+        kwargs["monitor"] = ValidationMonitor(tiny_data, per_perturbation=2)
+    summary = method.fit(without_unseen, seed=0, workdir=tmp_path_factory.mktemp(f"work-{cls.name}"), **kwargs)
     if cls.capabilities.reads_heldout:
         method.attach_heldout(tiny_data.heldout_pool(requests[0]))
     return method, summary
@@ -128,6 +133,18 @@ def test_fit_returns_a_summary_a_manifest_can_hold(fitted):
     if isinstance(method, TorchMethod):
         assert summary["steps"] > 0 and summary["batch"]["effective"] == method.config.batch_size
         assert all(np.isfinite(summary[f"{c}_last_50"]) for c in method.history_columns)
+
+
+def test_a_trained_method_records_a_learning_curve_and_the_checkpoint_it_kept(fitted):
+    method, summary = fitted
+    if not isinstance(method, TorchMethod):
+        assert draws_curve(method) is False
+        return
+    curve = summary["curve"]
+    assert len(curve) >= 4 and curve[0]["step"] == 0 and curve[-1]["step"] == summary["steps"]
+    assert all(np.isfinite(r["val_paired_rmse"]) and np.isfinite(r["val_fd_morph_o"]) for r in curve)
+    assert [r["images"] for r in curve] == [r["step"] * method.config.batch_size for r in curve]
+    assert summary["selected"]["rule"] == "last" and summary["selected"]["step"] == summary["steps"]
 
 
 def test_generation_has_the_controls_shape_and_is_deterministic_for_a_seed(fitted, requests):

@@ -1,4 +1,5 @@
-"""The runner under signals: SIGTERM (scancel, preemption) and SIGINT end a run cleanly."""
+"""The runner: SIGTERM (scancel, preemption) and SIGINT end a run cleanly; a process group generates the plan;
+no test image is read before the final evaluation."""
 
 import signal
 import subprocess
@@ -62,3 +63,37 @@ def test_two_processes_generate_exactly_the_plan_in_order(tmp_path, data_dir, ti
     plan = tiny_data.eval_plan()
     generated = np.load(run / "generated.npy")
     assert np.array_equal(generated, tiny_data.images[plan.requests["control_row"].to_numpy()])
+
+
+def test_training_and_its_curve_never_read_a_test_image(tiny_data, tmp_path):
+    """Every test-split pixel (and every counterfactual of a test control) inverted: what the runner hands to `fit`
+    and to the curve scorer is unchanged, and so are the curve, the checkpoint kept and its weights."""
+    import copy
+
+    import torch
+
+    from benchmark.runner import validation_monitor
+    from methods.cellflow import CellFlow, CellFlowConfig
+
+    plan = tiny_data.eval_plan()
+    test_keys = set(plan.reference["SAMPLE_KEY"]) | set(plan.requests["control_key"])
+    corrupted = copy.copy(tiny_data)
+    test = tiny_data.rows("test")
+    corrupted.images = np.array(tiny_data.images)
+    corrupted.images[test] = 255 - corrupted.images[test]
+    cf_test = tiny_data.counterfactual_index["SAMPLE_KEY"].isin(tiny_data.obs["SAMPLE_KEY"].iloc[test]).to_numpy()
+    corrupted.counterfactuals = np.array(tiny_data.counterfactuals)
+    corrupted.counterfactuals[cf_test] = 255 - corrupted.counterfactuals[cf_test]
+    outcomes = []
+    for i, data in enumerate((tiny_data, corrupted)):
+        train, monitor = data.train_data(), validation_monitor(data, data.task)
+        assert test_keys.isdisjoint(train.obs["SAMPLE_KEY"]) and test_keys.isdisjoint(monitor.sample_keys)
+        method = CellFlow(CellFlowConfig(steps=8, width=8, mults=(1, 2), blocks=1, attention=False, batch_size=8,
+                                         nfe=2, curve_points=3, select="best"))
+        summary = method.fit(train, seed=0, workdir=tmp_path / str(i), monitor=monitor)
+        curve = [{k: v for k, v in row.items() if k != "train_s"} for row in summary["curve"]]  # timings differ
+        outcomes.append((curve, summary["selected"], list(method.ema.state_dict().values())))
+    (curve_a, kept_a, w_a), (curve_b, kept_b, w_b) = outcomes
+    assert curve_a == curve_b and kept_a == kept_b and len(curve_a) >= 4
+    assert all(torch.equal(a, b) for a, b in zip(w_a, w_b))
+    assert not np.array_equal(corrupted.images[test], tiny_data.images[test])  # the corruption took

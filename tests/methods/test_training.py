@@ -53,3 +53,88 @@ def test_a_batch_that_does_not_split_is_refused():
 
     with pytest.raises(BenchmarkError, match="batch_size=10 does not split into 1 device"):
         batch_record(10, 4)
+
+
+class Scripted:
+    """A validation monitor whose scores are given in advance, one per call: where the best one is, is known."""
+
+    metric = "val_m"
+    n = 1
+
+    def __init__(self, values: list[float]) -> None:
+        self.values, self.calls = list(values), 0
+
+    def describe(self) -> dict:
+        return {"selection_metric": self.metric, "n": self.n}
+
+    def __call__(self, method) -> dict:
+        self.calls += 1
+        return {self.metric: self.values[self.calls - 1]}
+
+
+def _cellflow(steps: int, **kw):
+    from methods.cellflow import CellFlow, CellFlowConfig
+
+    return CellFlow(CellFlowConfig(steps=steps, checkpoint_every=100, **SMALL["cellflow"], **kw))
+
+
+def _weights(m) -> list[torch.Tensor]:
+    return [t.clone() for t in m.ema.state_dict().values()]
+
+
+def test_select_best_keeps_the_weights_of_the_best_validation_score(train_data, tmp_path):
+    """Curve at steps 0, 2, 3, 4, 6 (curve_points 3 of 6 steps); the scripted best is at step 3, so the kept weights
+    are those of a run stopped at step 3 (constant learning rate: the first three steps are the same steps)."""
+    monitor = Scripted([9.0, 5.0, 1.0, 4.0, 2.0])
+    best = _cellflow(6, curve_points=3, select="best")
+    summary = best.fit(train_data, seed=0, workdir=tmp_path / "best", monitor=monitor)
+    assert [r["step"] for r in summary["curve"]] == [0, 2, 3, 4, 6]
+    assert summary["selected"] == {"rule": "best", "step": 3, "metric": "val_m", "value": 1.0,
+                                   "why": "lowest val_m of 5 validation points"}
+    short = _cellflow(3, curve_points=0)
+    short.fit(train_data, seed=0, workdir=tmp_path / "short")
+    last = _cellflow(6, curve_points=0)
+    last.fit(train_data, seed=0, workdir=tmp_path / "last")
+    assert all(torch.equal(a, b) for a, b in zip(_weights(best), _weights(short)))
+    assert not all(torch.equal(a, b) for a, b in zip(_weights(best), _weights(last)))
+
+
+def test_a_curve_does_not_change_what_is_trained(train_data, tiny_data, tmp_path):
+    from benchmark.curves import ValidationMonitor
+
+    with_curve = _cellflow(6, curve_points=3)
+    summary = with_curve.fit(train_data, seed=0, workdir=tmp_path / "a",
+                             monitor=ValidationMonitor(tiny_data, per_perturbation=2))
+    without = _cellflow(6, curve_points=3)
+    without.fit(train_data, seed=0, workdir=tmp_path / "b")
+    assert len(summary["curve"]) == 5 and summary["selected"]["rule"] == "last"
+    assert all(torch.equal(a, b) for a, b in zip(_weights(with_curve), _weights(without)))
+
+
+def test_select_best_without_a_curve_is_refused(train_data, tmp_path):
+    with pytest.raises(BenchmarkError, match="select=best needs a validation curve"):
+        _cellflow(2, select="best").fit(train_data, seed=0, workdir=tmp_path)
+
+
+def test_a_killed_run_resumes_with_its_curve_and_best_weights(train_data, tmp_path, monkeypatch):
+    import methods.training as module
+
+    full = _cellflow(6, curve_points=3, select="best")
+    expected = full.fit(train_data, seed=0, workdir=tmp_path / "full", monitor=Scripted([9, 1, 5, 4, 3]))
+    real = module.save_checkpoint
+
+    def save_then_die(path, parts, step, *args):
+        real(path, parts, step, *args)
+        if step == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _cellflow(6, curve_points=3, select="best").fit(train_data, seed=0, workdir=tmp_path / "cut",
+                                                        monitor=Scripted([9, 1, 5, 4, 3]))
+    monkeypatch.setattr(module, "save_checkpoint", real)
+    resumed = _cellflow(6, curve_points=3, select="best")
+    summary = resumed.fit(train_data, seed=0, workdir=tmp_path / "cut", monitor=Scripted([3]))  # only step 6 left
+    assert summary["resumed_from"] == 4 and summary["selected"]["step"] == 2
+    assert [r["val_m"] for r in summary["curve"]] == [r["val_m"] for r in expected["curve"]]
+    assert all(torch.equal(a, b) for a, b in zip(_weights(full), _weights(resumed)))

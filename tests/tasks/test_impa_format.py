@@ -40,8 +40,8 @@ def test_missing_column_is_named(tmp_path):
 def test_bad_state_and_split_values_are_named(tmp_path):
     with pytest.raises(BenchmarkError, match="STATE has value 'maybe'"):
         read_metadata(write_meta(tmp_path / "c.csv", STATE=["control", "maybe"]))
-    with pytest.raises(BenchmarkError, match="SPLIT 'val'"):
-        read_metadata(write_meta(tmp_path / "d.csv", SPLIT=["train", "val"]))
+    with pytest.raises(BenchmarkError, match="SPLIT 'valid'; expected train, test, val"):
+        read_metadata(write_meta(tmp_path / "d.csv", SPLIT=["train", "valid"]))
     with pytest.raises(BenchmarkError) as e:  # an integer column: the message shows 2, not np.int64(2)
         read_metadata(write_meta(tmp_path / "e.csv", STATE=[0, 2]))
     assert "column STATE has value 2;" in str(e.value) and "np." not in str(e.value)

@@ -182,7 +182,7 @@ def test_concurrent_preparations_of_one_dataset_both_succeed(sources, tmp_path):
 
 def test_prepare_of_the_simulated_screen_takes_no_source_and_a_published_task_needs_one(data_dir, tiny_data, capsys):
     assert main(["prepare", "synthetic-tiny", "--data-dir", str(data_dir)]) == 0
-    assert "synthetic-tiny: 204 crops packed in" in capsys.readouterr().out
+    assert "synthetic-tiny: 242 crops packed in" in capsys.readouterr().out
     assert main(["prepare", "synthetic-tiny", "--data-dir", str(data_dir), "--source", str(data_dir)]) == 2
     assert "is simulated; it takes no --source" in capsys.readouterr().err
     assert main(["prepare", "bbbc021", "--data-dir", str(data_dir)]) == 2
