@@ -58,7 +58,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # equal compute on the simulated screen (docs/reference-profiles.md): 10 minutes of training on one core of the
     # 2-core machine at 23 img/s, the diversity weight decayed within the run, the learning rate chosen on the
     # validation split, the best validation checkpoint
-    "reference": {"steps": 860, "ds_iter": 860, "curve_points": 4, "select": "best"},
+    "reference": {"steps": 860, "ds_iter": 860, "lr": 1e-3, "curve_points": 4, "select": "best"},
     # as published for BBBC021 at 96 px (GPU)
     "paper": {"dim_in": 64, "max_conv_dim": 512, "batch_size": 32, "steps": 100_000, "ds_iter": 100_000,
               "checkpoint_every": 2000},
