@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import torch
@@ -26,6 +28,27 @@ def make_request(tiny_data):
                                embeddings=torch.from_numpy(tiny_data.embed(perts)))
 
     return make
+
+
+@contextmanager
+def killed_after_checkpoint(monkeypatch, at_step: int):
+    """Inside: the training loop dies (KeyboardInterrupt) right after writing its checkpoint of `at_step`, as a run
+    killed there would; the checkpoint writer is restored on leaving."""
+    import methods.training as module
+
+    real = module.save_checkpoint
+
+    def save_then_die(path, parts, step, *args):
+        real(path, parts, step, *args)
+        if step == at_step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "save_checkpoint", save_then_die)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        monkeypatch.setattr(module, "save_checkpoint", real)
 
 
 def descend(loss_fn, params, steps: int = 30, lr: float = 1e-3) -> tuple[float, float]:

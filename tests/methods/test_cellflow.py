@@ -11,7 +11,7 @@ from methods.cellflow.method import ema_decay
 from methods.cellflow.solver import integrate
 from methods.training import Shape
 
-from .conftest import descend
+from .conftest import descend, killed_after_checkpoint
 
 SMALL = dict(width=8, mults=(1, 2), blocks=1, attention=False, batch_size=8, lr=1e-3, checkpoint_every=5, ema_decay=0.9)
 
@@ -123,22 +123,11 @@ def test_ablation_variants_are_named():
 
 def test_killed_cosine_run_resumes_on_its_schedule(train_data, tmp_path, monkeypatch):
     """A real kill mid-run: the learning-rate schedule is restored with the weights, not restarted."""
-    import methods.training as module  # the loop that writes checkpoints
-
     cfg = dict(SMALL, lr_schedule="cosine", warmup_steps=3)
     full = CellFlow(CellFlowConfig(steps=20, **cfg))
     full.fit(train_data, seed=3, workdir=tmp_path / "full")
-    real = module.save_checkpoint
-
-    def save_then_die(path, parts, step, *args):
-        real(path, parts, step, *args)
-        if step == 10:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(module, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_checkpoint(monkeypatch, 10):
         CellFlow(CellFlowConfig(steps=20, **cfg)).fit(train_data, seed=3, workdir=tmp_path / "cut")
-    monkeypatch.setattr(module, "save_checkpoint", real)
     resumed = CellFlow(CellFlowConfig(steps=20, **cfg))
     assert resumed.fit(train_data, seed=3, workdir=tmp_path / "cut")["resumed_from"] == 10
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):

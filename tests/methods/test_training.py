@@ -117,22 +117,13 @@ def test_select_best_without_a_curve_is_refused(train_data, tmp_path):
 
 
 def test_a_killed_run_resumes_with_its_curve_and_best_weights(train_data, tmp_path, monkeypatch):
-    import methods.training as module
+    from .conftest import killed_after_checkpoint
 
     full = _cellflow(6, curve_points=3, select="best")
     expected = full.fit(train_data, seed=0, workdir=tmp_path / "full", monitor=Scripted([9, 1, 5, 4, 3]))
-    real = module.save_checkpoint
-
-    def save_then_die(path, parts, step, *args):
-        real(path, parts, step, *args)
-        if step == 4:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(module, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_checkpoint(monkeypatch, 4):
         _cellflow(6, curve_points=3, select="best").fit(train_data, seed=0, workdir=tmp_path / "cut",
                                                         monitor=Scripted([9, 1, 5, 4, 3]))
-    monkeypatch.setattr(module, "save_checkpoint", real)
     resumed = _cellflow(6, curve_points=3, select="best")
     summary = resumed.fit(train_data, seed=0, workdir=tmp_path / "cut", monitor=Scripted([3]))  # only step 6 left
     assert summary["resumed_from"] == 4 and summary["selected"]["step"] == 2
