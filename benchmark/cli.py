@@ -1,4 +1,4 @@
-"""`python -m benchmark list | prepare | run | report | trajectory | sweep | status`."""
+"""`python -m benchmark list | prepare | run | report | calibrate | trajectory | sweep | status`."""
 
 from __future__ import annotations
 
@@ -179,6 +179,50 @@ def cmd_status(args: argparse.Namespace) -> None:
     print("  ".join(f"{k}: {int(counts.get(k, 0))}" for k in ("planned", "submitted", "running", "requeued", "done", "failed")))
 
 
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    TASKS.check(args.task)
+    features = tuple(f for f in args.features.split(",") if f)
+    from benchmark import __version__, io
+    from benchmark.calibration import CALIBRATION_KID_SUBSETS, LADDERS, calibrate, draw, summary_markdown
+    from benchmark.metrics.evaluate import FeatureCache
+    from benchmark.metrics.features import ExtractorContext
+    from benchmark.registry import check_features
+
+    check_features(features)
+    ladders = [x for x in args.ladders.split(",") if x] if args.ladders else list(LADDERS)
+    unknown = [x for x in ladders if x not in LADDERS]
+    if unknown:
+        raise BenchmarkError(f"--ladders: unknown ladder {unknown[0]!r}; expected some of {', '.join(LADDERS)}")
+    task = TASKS.get(args.task)
+    data = task.load(args.data_dir)
+    split_hash = data.write_split_manifest(Path(args.data_dir) / "splits" / f"{task.name}-v{task.version}.csv")
+    cache_dir = Path(args.data_dir) / ".cache"
+    ctx = ExtractorContext(cache_dir=cache_dir, channels=task.channels, inception_weights=args.inception_weights)
+    moa = None
+    if "moa" in features and task.moa:
+        from benchmark.metrics.moa import classifier_for
+
+        moa = classifier_for(data, cache_dir, split_hash)
+    spaces = [f for f in features if f in FEATURES.names()]
+    values, summary, rungs = calibrate(data, args.n, spaces, ctx, FeatureCache(cache_dir / "calibration"),
+                                       seed=args.seed, n_boot=args.boot, moa=moa, ladders=ladders)
+    provenance = {"task": f"{task.name} (split hash {split_hash[:16]}, plan {data.eval_plan().digest()[:16]})",
+                  "seed": args.seed, "bootstrap replicates": args.boot, "KID subsets per value": CALIBRATION_KID_SUBSETS,
+                  "feature spaces": ", ".join(spaces) + (" (weights sha256 " + ", ".join(
+                      f"{s} {FEATURES.get(s)(ctx).weights_sha256[:16]}" for s in spaces) + ")"),
+                  "MoA classifier": moa.weights_sha256[:16] if moa is not None else "not scored",
+                  "channel rule": task.channel_rule, "code": f"benchmark {__version__}, git {io.git_sha()['git_sha'][:12]}"}
+    out = Path(args.out)
+    io.write_csv(out / "values.csv", values)
+    io.write_csv(out / "summary.csv", summary)
+    io.write_csv(out / "rungs.csv", rungs)
+    io.write_text(out / "summary.md", summary_markdown(summary, rungs, provenance))
+    for ladder in ladders:
+        draw(values, rungs, ladder, out / f"{ladder}.png")
+    print(f"calibration of {len(spaces) + 2 + (moa is not None)} metric families on {len(ladders)} ladders at n = "
+          f"{', '.join(map(str, args.n))}: {out / 'summary.md'}")
+
+
 def cmd_trajectory(args: argparse.Namespace) -> None:
     from benchmark.trajectory import from_stored_run
 
@@ -202,6 +246,14 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
     return value
+
+
+def _ns(text: str) -> list[int]:
+    """Comma-separated sizes >= 2 (images per perturbation)."""
+    out = [_positive(x) for x in _csv(text)]
+    if not out or min(out) < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected sizes >= 2 per perturbation, comma-separated")
+    return out
 
 
 def _seeds(text: str) -> str:
@@ -313,6 +365,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"))
     tr.add_argument("--out", type=Path, default=Path("figures"))
     tr.set_defaults(fn=cmd_trajectory)
+    ca = sub.add_parser("calibrate", help="known-answer ladders on a simulated screen: which metric ranks generators "
+                        "right, and at what n")
+    ca.add_argument("--task", default="synthetic", help="a simulated screen (synthetic-calibration for n up to 144)")
+    ca.add_argument("--n", type=_ns, default=[36], help="images per perturbation, comma-separated (default: 36)")
+    ca.add_argument("--seed", type=_seed, default=0, help="subsampling, ladder and bootstrap seed (default: 0)")
+    ca.add_argument("--boot", type=_positive, default=50, help="bootstrap replicates (default: 50)")
+    ca.add_argument("--ladders", default="", help="comma-separated (default: all)")
+    ca.add_argument("--features", default=",".join(DEFAULT_FEATURES), help="feature spaces and scorers")
+    ca.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"))
+    ca.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"))
+    ca.add_argument("--out", type=Path, default=Path("reports/calibration"))
+    ca.set_defaults(fn=cmd_calibrate)
     rep = sub.add_parser("report", help="aggregate all runs into leaderboards and tables")
     rep.add_argument("--runs", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"))
     rep.add_argument("--results", type=Path, default=Path("reports"),

@@ -138,6 +138,9 @@ class ScreenConfig:
             "tiny": cls(seed=seed, image_size=32, n_batches=2, compounds=DEFAULT_COMPOUNDS[:6] + ("docetaxel", "taxol"),
                         train_per_compound=6, test_per_compound=4, train_controls=16, test_controls=6,
                         val_per_compound=2, val_controls=3),
+            # the metric calibration's screen: the default one with 144 test cells per compound and 48 test controls
+            # per plate (one per request of a plate, so no counterfactual repeats)
+            "calibration": cls(seed=seed, test_per_compound=48, test_controls=48),
             "large": cls(seed=seed, image_size=96, n_batches=4, train_per_compound=96, test_per_compound=48,
                          train_controls=384, test_controls=64, val_per_compound=16, val_controls=32),
         }
@@ -442,6 +445,33 @@ def simulate(root: Path, config: ScreenConfig) -> Path:
         if not (root / "screen.json").is_file():
             raise
     return root
+
+
+def cell_of(key: str) -> tuple[int, int, int]:
+    """(plate index, compound index, cell index) of a SAMPLE_KEY this simulator wrote: the inverse of its key rule
+    `Week{b+1}_SIM{b+1:03d}_{compound+1}_{cell // 8 + 1}_{cell % 8 + 1}.0`."""
+    try:
+        week, _, table, image, obj = key.split("_")
+        return int(week.removeprefix("Week")) - 1, int(table) - 1, (int(image) - 1) * 8 + int(float(obj)) - 1
+    except ValueError:
+        raise BenchmarkError(f"SAMPLE_KEY {key!r} was not written by the screen simulator") from None
+
+
+def render_scaled(root: Path, keys: list[str], compounds: list[str], scale: float) -> np.ndarray:
+    """The cells of `keys` (on their own plates) rendered under `compounds` with every effect at `scale` of its
+    strength: the phenotype-strength ladder of the calibration (1: the true counterfactuals, 0: the untreated
+    cells), from what `screen.json` recorded."""
+    meta = json.loads((Path(root) / "screen.json").read_text())
+    config = ScreenConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
+    plates = [Plate(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()}) for p in meta["plates"]]
+    effects = {n: (Effect(**e["effect"]), float(e["strength"])) for n, e in meta["effects"].items()}
+    out = []
+    for key, compound in zip(keys, compounds):
+        b, ci, i = cell_of(key)
+        cell = Cell.sample(_cell_rng(config.seed, b, ci, i), plates[b])
+        effect, strength = effects[compound]
+        out.append(render(cell, effect, strength * scale, plates[b], config.image_size))
+    return np.stack(out) if out else np.zeros((0, config.image_size, config.image_size, 3), np.uint8)
 
 
 def screen_dir(data_dir: Path, config: ScreenConfig) -> Path:

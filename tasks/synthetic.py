@@ -61,4 +61,5 @@ def synthetic_task(variant: str = "", size: str = "default", seed: int = 0) -> T
 
 
 def builtin_tasks() -> list[Task]:
-    return [synthetic_task(v, size) for size in ("default", "tiny") for v in ("", "ood", "batchswap")]
+    return [*(synthetic_task(v, size) for size in ("default", "tiny") for v in ("", "ood", "batchswap")),
+            synthetic_task("", "calibration")]

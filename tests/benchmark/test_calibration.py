@@ -1,0 +1,76 @@
+"""Known-answer ladders: monotone in the true paired error by construction, and a resolvability rule that finds a
+planted difference and no null one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.calibration import LADDERS, LadderInputs, rank_agreement, resolved_rung, rung_table
+
+
+@pytest.fixture(scope="module")
+def inputs(tiny_data) -> LadderInputs:
+    req = tiny_data.eval_plan().requests
+    keys, perts = req["control_key"].tolist(), req["CPD_NAME"].to_numpy()
+    return LadderInputs(Path(tiny_data.source), keys, perts, tiny_data.images[req["control_row"].to_numpy()],
+                        np.asarray(tiny_data.counterfactual(keys, list(perts))), seed=0)
+
+
+@pytest.mark.parametrize("name", list(LADDERS))
+def test_every_ladder_is_monotone_in_the_true_paired_error(inputs, name):
+    rungs = rung_table(LADDERS[name], inputs)
+    errors = rungs["paired_error"].to_numpy()
+    assert errors[0] == 0  # rung 0: the true counterfactuals
+    assert (np.diff(errors) > 0).all(), dict(zip(rungs["value"], errors))
+
+
+def test_the_strength_ladder_ends_at_the_untreated_cells(inputs):
+    ladder = LADDERS["strength"]
+    assert np.array_equal(ladder.build(inputs, 1.0), inputs.controls)  # no effect left: the control cell itself
+    assert np.array_equal(ladder.build(inputs, 0.0), inputs.truth)
+
+
+def test_the_resolvable_rung_flags_a_planted_difference_and_not_a_null_one():
+    rng = np.random.default_rng(0)
+    null = rng.normal(10.0, 1.0, size=(200, 5))  # five rungs of one quality: noise only
+    assert resolved_rung(null, lower_is_better=True) is None
+    planted = null.copy()
+    planted[:, 3:] += 8.0  # rungs 3 and 4 worse by 8 sd
+    assert resolved_rung(planted, lower_is_better=True) == 3
+    assert resolved_rung(-planted, lower_is_better=False) == 3  # a higher-is-better metric that falls
+    assert resolved_rung(-planted, lower_is_better=True) is None  # a metric moving the wrong way resolves nothing
+
+
+def test_rank_agreement_is_signed_by_the_metric_direction():
+    assert rank_agreement(np.array([1.0, 2, 3, 4]), lower_is_better=True) == pytest.approx(1.0)
+    assert rank_agreement(np.array([1.0, 2, 3, 4]), lower_is_better=False) == pytest.approx(-1.0)
+    assert np.isnan(rank_agreement(np.array([2.0, 2, 2]), lower_is_better=True))
+
+
+def test_calibrate_writes_tables_and_figures_and_paired_error_ranks_every_ladder(data_dir, tiny_data, tmp_path):
+    from benchmark.cli import main
+
+    out = tmp_path / "cal"
+    assert main(["calibrate", "--task", "synthetic-tiny", "--n", "4", "--features", "morphology", "--boot", "20",
+                 "--ladders", "mixing,intensity", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    paired = summary[summary["metric"] == "paired_rmse"]
+    assert set(paired["ladder"]) == {"mixing", "intensity"} and np.allclose(paired["spearman"], 1)
+    assert paired["ranks_all_rungs"].all() and (paired["floor"] == 0).all()
+    assert {"fid_o [morphology]", "kid_c [morphology]", "paired_morph"} <= set(summary["metric"])
+    values = pd.read_csv(out / "values.csv")
+    assert (values["ci_low"] <= values["value"] + 1e-12).all() and (values["value"] <= values["ci_high"] + 1e-12).all()
+    assert "## n = 4 per perturbation" in (out / "summary.md").read_text()
+    assert (out / "mixing.png").stat().st_size > 10_000
+
+
+def test_a_size_the_screen_does_not_have_is_refused_in_one_line(data_dir, tmp_path, capsys):
+    from benchmark.cli import main
+
+    assert main(["calibrate", "--task", "synthetic-tiny", "--n", "500", "--features", "morphology", "--boot", "2",
+                 "--ladders", "mixing", "--data-dir", str(data_dir), "--out", str(tmp_path)]) == 2
+    assert "fewer than n = 500" in capsys.readouterr().err
