@@ -199,12 +199,29 @@ def _distance(space: str, kind: str, conditional: bool) -> Callable[[Scored, np.
 CALIBRATION_KID_SUBSETS = 20  # KID subsets per value (the runs use 100; the bootstrap repeats it many times)
 
 
+def _prdc(space: str, name: str) -> Callable[["Scored", np.ndarray, np.ndarray], float]:
+    import contextlib
+    import io
+
+    from prdc import compute_prdc
+
+    from benchmark.metrics.evaluate import PRDC_K
+
+    def compute(s: Scored, g: np.ndarray, r: np.ndarray) -> float:
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints the set sizes
+            return float(compute_prdc(s.real[space][r], s.gen[space][g], nearest_k=PRDC_K)[name])
+
+    return compute
+
+
 def metrics_for(spaces: list[str], per_image: list[str]) -> list[Metric]:
     out = []
     for space in spaces:
         for kind in ("fid", "kid"):
             out.append(Metric(f"{kind}_o [{space}]", True, _distance(space, kind, False)))
             out.append(Metric(f"{kind}_c [{space}]", True, _distance(space, kind, True)))
+        for name in ("precision", "recall", "density", "coverage"):  # higher is better
+            out.append(Metric(f"{name} [{space}]", False, _prdc(space, name)))
     for name in per_image:  # means over images: paired errors (lower is better), MoA accuracy (higher)
         out.append(Metric(name, name != "moa_accuracy", lambda s, g, r, name=name: float(s.per_image[name][g].mean())))
     return out
@@ -225,7 +242,7 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
     ladder x metric x n, the rungs' ground-truth paired errors)."""
     from tqdm.auto import tqdm
 
-    from benchmark.metrics.evaluate import ReferenceScale, _views
+    from benchmark.metrics.evaluate import ReferenceScale, _views, distance_space
     from benchmark.metrics.features import Morphology
     from benchmark.registry import FEATURES
 
@@ -268,13 +285,16 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
             key = dict(base, ladder="truth" if k == 0 else ladder.name, rung=0 if k == 0 else k)
             gen = {s: features(s, images, f"{ladder.name} rung {k}", key) for s in spaces}
             gen = {s: scales[s](f) if s in scales else f for s, f in gen.items()}
+            real_d, gen = dict(real), dict(gen)
+            for s in scales:  # hand-made spaces: where the runs take their distances
+                real_d[s], gen[s] = distance_space(real[s], gen[s])
             d = images.astype(np.float64) / 255.0 - inputs.truth.astype(np.float64) / 255.0
             per_image = {"paired_rmse": np.sqrt((d ** 2).reshape(len(d), -1).mean(1))}
             m = morph_truth if k == 0 else morph(images, what=f"{ladder.name} rung {k}")
             per_image["paired_morph"] = np.sqrt((((m - morph_truth) / (morph_ref.std(0) + 1e-6)) ** 2).mean(1))
             if moa is not None:
                 per_image["moa_accuracy"] = (moa.predict(images) == labels[perts].to_numpy()).astype(float)
-            scored[ladder.name, k] = Scored(gen, real, per_image, perts, perts_real, kid_seed=seed)
+            scored[ladder.name, k] = Scored(gen, real_d, per_image, perts, perts_real, kid_seed=seed)
             rung_rows.append({"ladder": ladder.name, "parameter": ladder.parameter, "rung": k, "value": value,
                               "paired_error": float(per_image["paired_rmse"].mean())})
 

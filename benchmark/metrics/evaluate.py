@@ -59,11 +59,21 @@ class ReferenceScale:
         return np.nan_to_num((features[:, k] - self.mu[k]) / self.sd[k])
 
 
+def distance_space(real: np.ndarray, gen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where FID, KID and prdc of a hand-made space are taken, both sets already z-scored by the reference: as they
+    are, or for a space wider than PCA_COMPONENTS the reference's principal components of the z-scores winsorised
+    at WINSOR (what `evaluate` does per channel view)."""
+    if real.shape[1] <= PCA_COMPONENTS:
+        return real, gen
+    r, g, _ = principal({"all": np.clip(real, -WINSOR, WINSOR)}, {"all": np.clip(gen, -WINSOR, WINSOR)})
+    return r["all"], g["all"]
+
+
 PCA_COMPONENTS = 50  # distances of hand-made spaces wider than this are taken in the reference's principal components
 WINSOR = 10.0  # and their z-scores clipped at this many reference sd first
 
 
-def _principal(real: dict[str, np.ndarray], gen: dict[str, np.ndarray]) -> tuple[dict, dict, float]:
+def principal(real: dict[str, np.ndarray], gen: dict[str, np.ndarray]) -> tuple[dict, dict, float]:
     """Both sets projected on the reference set's first PCA_COMPONENTS principal axes (SVD, deterministic). With
     hundreds of features and a few hundred cells, FID's covariances are rank-deficient and their estimation noise
     swamps any difference; the leading components keep what varies between cells."""
@@ -234,7 +244,7 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
             # a few segmentation failures give measurements hundreds of sd out, and they alone would decide FID and
             # KID: winsorised at WINSOR reference sd before the principal components
             clip = lambda views: {v: np.clip(f, -WINSOR, WINSOR) for v, f in views.items()}  # noqa: E731
-            dist_real, dist_gen, explained = _principal(clip(real_views), clip(gen_views))
+            dist_real, dist_gen, explained = principal(clip(real_views), clip(gen_views))
             provenance[space]["distances_in"] = (f"the reference set's first {PCA_COMPONENTS} principal components "
                                                  f"({explained:.0%} of its variance) of z-scores winsorised at "
                                                  f"{WINSOR}")
