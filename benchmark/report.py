@@ -454,7 +454,7 @@ def draw_curves(frame: pd.DataFrame, task: str, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    metrics = [m for m in ("val_paired_rmse", "val_fd_morph_o", "val_fd_morph_c") if m in set(curves["metric"])]
+    metrics = [m for m in ("val_fd_morph_o", "val_fd_morph_c", "val_paired_rmse") if m in set(curves["metric"])]
     labels = list(dict.fromkeys(curves["label"]))
     palette = dict(zip(labels, sns.color_palette("colorblind", len(labels))))
     lines = frame[frame["step"].isna()].groupby(["label", "metric"])["value"].mean()

@@ -66,7 +66,7 @@ def test_a_trained_run_keeps_its_best_validation_checkpoint_and_the_report_draws
     run = next(p for p in runs.iterdir() if "cellflow" in p.name)
     fit = json.loads((run / "manifest.json").read_text())["fit"]
     assert len(fit["curve"]) >= 4 and fit["curve_monitor"]["split"] == "val"
-    best = min(fit["curve"], key=lambda r: r["val_paired_rmse"])
+    best = min(fit["curve"], key=lambda r: r["val_fd_morph_o"])
     assert fit["selected"]["rule"] == "best" and fit["selected"]["step"] == best["step"]
     for baseline in ("identity", "oracle"):  # untrained rows: one validation score each, the figure's lines
         b = next(p for p in runs.iterdir() if baseline in p.name)

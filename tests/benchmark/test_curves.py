@@ -38,7 +38,7 @@ def test_the_monitor_reads_only_validation_images_of_training_perturbations(tiny
     obs = tiny_data.obs.set_index("SAMPLE_KEY")
     assert set(obs.loc[list(monitor.sample_keys), "SPLIT"]) == {"val"}
     assert set(monitor.perts_gen) == set(tiny_data.train_perturbations())
-    assert monitor.metric == "val_paired_rmse"  # the simulated screen knows counterfactuals
+    assert monitor.metric == "val_fd_morph_o"  # a distance between distributions, never the paired error
 
 
 def test_identity_scores_its_paired_error_as_computed_directly(tiny_data, monitor):
