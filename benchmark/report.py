@@ -463,8 +463,11 @@ def draw_curves(frame: pd.DataFrame, task: str, path: Path) -> Path | None:
         data = curves[curves["metric"] == metric]
         for j, (x, xlabel) in enumerate((("images", "training images seen"), ("train_s", "training seconds"))):
             ax = axes[i, j]
-            sns.lineplot(data=data, x=x, y="value", hue="label", palette=palette, estimator="mean",
-                         errorbar=("pi", 100), marker="o", markersize=4, ax=ax, legend=(i == 0 and j == 0))
+            # against images seen the seeds share their x: their mean and range; against time each seed is a line
+            spread = dict(estimator="mean", errorbar=("pi", 100)) if x == "images" else dict(units="seed",
+                                                                                             estimator=None)
+            sns.lineplot(data=data, x=x, y="value", hue="label", palette=palette, marker="o", markersize=4, ax=ax,
+                         legend=(i == 0 and j == 0), **spread)
             for (label, m), v in lines.items():
                 if m == metric:
                     ax.axhline(v, color="grey", ls="--" if label == "identity" else ":", lw=1)
@@ -478,7 +481,8 @@ def draw_curves(frame: pd.DataFrame, task: str, path: Path) -> Path | None:
             ax.set_xlabel(xlabel)
             ax.set_ylabel(f"{metric} (validation)")
     n = frame.groupby("label")["seed"].nunique()
-    fig.suptitle(f"{task}: learning curves on the validation split (lines: mean over seeds, band: range; "
+    fig.suptitle(f"{task}: learning curves on the validation split\n(against images: mean over seeds, band: their "
+                 f"range; against time: one line per seed; "
                  f"seeds per method: {', '.join(f'{k} {v}' for k, v in n.items())})", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -549,11 +553,13 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
             t1b = table1b(lb, task, space)
             if not t1b.empty:
                 io.write_csv(d / f"table1b_{space}.csv", t1b)
+                written.append(d / f"table1b_{space}.csv")
                 md += [f"\n## Table 1b: per-perturbation FID [{space}]\n", to_markdown(t1b)]
         t2a, t2a_moa = table2a(lb, task)
         if not t2a.empty:
             io.write_csv(d / "table2a.csv", t2a)
             io.write_csv(d / "table2a_per_moa.csv", t2a_moa)
+            written += [d / "table2a.csv", d / "table2a_per_moa.csv"]
             md += ["\n## Table 2a: MoA accuracy\n", "A classifier trained on the task's real training images "
                    "(weights hash in `classifier`) labels each generated image; the interval is a seeded bootstrap "
                    "over images. The last row scores real held-out images: the ceiling of real phenotypes, not of the "
@@ -568,6 +574,7 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
             t2c = table_pick(lb[lb["label"].isin(labels)], [task])
             if not t2c.empty and base:
                 io.write_csv(d / "table2c.csv", t2c)
+                written.append(d / "table2c.csv")
                 md += ["\n## Table 2c: ablations\n", to_markdown(t2c, ".4g")]
         def section(name: str, table: pd.DataFrame, title: str, text: str, fmt: str = ".3f") -> None:
             io.write_csv(d / name, table)
