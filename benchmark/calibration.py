@@ -115,8 +115,9 @@ LADDERS = {ladder.name: ladder for ladder in (
 
 def paired_error(images: np.ndarray, truth: np.ndarray) -> float:
     """Mean per-image pixel RMSE (in [0, 1] units) against the true counterfactuals: the ground truth of quality."""
-    d = images.astype(np.float64) / 255.0 - truth.astype(np.float64) / 255.0
-    return float(np.sqrt((d ** 2).reshape(len(d), -1).mean(1)).mean())
+    from benchmark.metrics.evaluate import pixel_rmse
+
+    return float(pixel_rmse(images, truth).mean())
 
 
 def resolved_rung(replicates: np.ndarray, lower_is_better: bool, level: float = 0.95) -> int | None:
@@ -242,7 +243,7 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
     ladder x metric x n, the rungs' ground-truth paired errors)."""
     from tqdm.auto import tqdm
 
-    from benchmark.metrics.evaluate import ReferenceScale, _views, distance_space
+    from benchmark.metrics.evaluate import ReferenceScale, _views, distance_space, morphology_distance, pixel_rmse
     from benchmark.metrics.features import Morphology
     from benchmark.registry import FEATURES
 
@@ -288,10 +289,9 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
             real_d, gen = dict(real), dict(gen)
             for s in scales:  # hand-made spaces: where the runs take their distances
                 real_d[s], gen[s] = distance_space(real[s], gen[s])
-            d = images.astype(np.float64) / 255.0 - inputs.truth.astype(np.float64) / 255.0
-            per_image = {"paired_rmse": np.sqrt((d ** 2).reshape(len(d), -1).mean(1))}
             m = morph_truth if k == 0 else morph(images, what=f"{ladder.name} rung {k}")
-            per_image["paired_morph"] = np.sqrt((((m - morph_truth) / (morph_ref.std(0) + 1e-6)) ** 2).mean(1))
+            per_image = {"paired_rmse": pixel_rmse(images, inputs.truth),
+                         "paired_morph": morphology_distance(m, morph_truth, morph_ref)}
             if moa is not None:
                 per_image["moa_accuracy"] = (moa.predict(images) == labels[perts].to_numpy()).astype(float)
             scored[ladder.name, k] = Scored(gen, real_d, per_image, perts, perts_real, kid_seed=seed)

@@ -179,12 +179,15 @@ def pixel_rmse(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.sqrt(((g - t) ** 2).reshape(len(g), -1).mean(1))
 
 
+def morphology_distance(generated: np.ndarray, truth: np.ndarray, ref_morph: np.ndarray) -> np.ndarray:
+    """Per image, the RMS of morphology-feature differences in units of the reference set's spread."""
+    return np.sqrt((((generated - truth) / (ref_morph.std(0) + 1e-6)) ** 2).mean(1))
+
+
 def paired_rows(generated: np.ndarray, truth: np.ndarray, morph: Morphology, ref_morph: np.ndarray, seed: int) -> list[dict]:
     """Generated vs the true counterfactual of the same cell: pixel RMSE and morphology distance."""
     per_img = pixel_rmse(generated, truth)
-    scale = ref_morph.std(0) + 1e-6
-    mg, mt = morph(generated), morph(truth)
-    per_morph = np.sqrt((((mg - mt) / scale) ** 2).mean(1))
+    per_morph = morphology_distance(morph(generated), morph(truth), ref_morph)
     n = len(per_img)
     common = dict(perturbation="", n_gen=n, n_real=n, channel_rule="all", metric_seed=seed)
     ci_img, ci_morph = bootstrap_ci(per_img, seed), bootstrap_ci(per_morph, seed)
