@@ -12,9 +12,12 @@ import pytest
 from benchmark.cli import main
 from benchmark.store import RunStore
 
-# A method whose fit blocks, so the signal surely arrives mid-run; registered in the child process only.
+# A method whose fit blocks, so the signal surely arrives mid-run; registered in the child process only. SIGINT
+# gets Python's default handler as in a terminal: a shell without job control (CI scripts, `cmd &`) starts its
+# children with SIGINT ignored, which the runner rightly leaves alone.
 CHILD = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from benchmark.registry import METHODS
 from methods.reference import Identity
