@@ -17,6 +17,7 @@ bootstrap over images resolves at 95%: the same resampled images at every rung, 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -143,7 +144,8 @@ def rank_agreement(values: np.ndarray, lower_is_better: bool) -> float:
 
 
 def subsample(perturbations: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """`n` request indices per perturbation, drawn with `seed` (every perturbation must have n)."""
+    """`n` request indices per perturbation, drawn with `seed` (every perturbation must have n). Nested: the rows
+    for n are the first n of one seeded permutation, so a smaller n is a subset of a larger one."""
     rng = np.random.default_rng(seed)
     out = []
     for pert in np.unique(perturbations):
@@ -151,7 +153,7 @@ def subsample(perturbations: np.ndarray, n: int, seed: int) -> np.ndarray:
         if len(rows) < n:
             raise BenchmarkError(f"calibration: {pert!r} has {len(rows)} test images, fewer than n = {n}; use a "
                                  "larger screen (task synthetic-calibration)")
-        out.append(np.sort(rng.choice(rows, n, replace=False)))
+        out.append(np.sort(rng.permutation(rows)[:n]))
     return np.concatenate(out)
 
 
@@ -164,65 +166,116 @@ def rung_table(ladder: Ladder, inputs: LadderInputs) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Metric:
-    """One number the suite reports, computed on a subsample of generated and reference rows."""
+    """One number the suite reports, computed on a subsample of generated and reference rows. `whole_set`: computed on
+    all images at once (overall FD, prdc), whose cost grows with the cube of the set size; its bootstrap is skipped
+    above `calibrate`'s `boot_max_images`."""
 
     name: str
     lower_is_better: bool
     compute: Callable[["Scored", np.ndarray, np.ndarray], float]
+    whole_set: bool = False
+
+
+class KernelKID:
+    """KID of any rows of two feature sets from kernel matrices computed once, so that a bootstrap costs index
+    lookups instead of a kernel per replicate: torch-fidelity's polynomial kernel and unbiased MMD on the very
+    subsets `metrics.distances.kid` draws (equal to it on those rows, tested)."""
+
+    def __init__(self, gen: np.ndarray, real: np.ndarray, k_real: np.ndarray | None = None) -> None:
+        from torch_fidelity.metric_kid import kernel_poly
+
+        self.k_gen = kernel_poly(gen, gen)
+        self.k_cross = kernel_poly(gen, real)
+        self.k_real = kernel_poly(real, real) if k_real is None else k_real
+
+    def __call__(self, g: np.ndarray, r: np.ndarray, seed: int, subsets: int) -> float:
+        from torch_fidelity.metric_kid import mmd2
+
+        from benchmark.metrics.distances import KID_SUBSET_SIZE
+
+        size = int(min(KID_SUBSET_SIZE, len(g), len(r)))
+        rng = np.random.RandomState(seed)  # the draws of torch-fidelity's kid_features_to_metric
+        out = []
+        for _ in range(subsets):
+            a = g[rng.choice(len(g), size, replace=False)]
+            b = r[rng.choice(len(r), size, replace=False)]
+            out.append(mmd2(self.k_gen[np.ix_(a, a)], self.k_cross[np.ix_(a, b)], self.k_real[np.ix_(b, b)]))
+        return float(np.mean(out))
 
 
 class Scored:
     """Per-image quantities of one rung: features per space, pixel and morphology paired errors, MoA correctness;
-    and the reference set's features. A metric picks rows of both (a subsample, a bootstrap resample)."""
+    and the reference set's features. A metric picks rows of both (a subsample, a bootstrap resample). Kernels and
+    prdc values are kept until `release` (one ladder's worth at a time)."""
 
     def __init__(self, gen: dict[str, np.ndarray], real: dict[str, np.ndarray], per_image: dict[str, np.ndarray],
-                 perts_gen: np.ndarray, perts_real: np.ndarray, kid_seed: int) -> None:
+                 perts_gen: np.ndarray, perts_real: np.ndarray, kid_seed: int,
+                 real_kernels: dict[tuple, np.ndarray]) -> None:
         self.gen, self.real, self.per_image = gen, real, per_image
         self.perts_gen, self.perts_real, self.kid_seed = perts_gen, perts_real, kid_seed
+        self.real_kernels = real_kernels  # the reference set's kernel, by space and content: shared by the rungs
+        self._kid: dict[str, KernelKID] = {}
+        self._prdc: dict[tuple, dict[str, float]] = {}
+
+    def kid(self, space: str) -> KernelKID:
+        if space not in self._kid:
+            shared = (space, hashlib.sha1(np.ascontiguousarray(self.real[space]).tobytes()).digest())
+            self._kid[space] = KernelKID(self.gen[space], self.real[space], self.real_kernels.get(shared))
+            self.real_kernels[shared] = self._kid[space].k_real
+        return self._kid[space]
+
+    def prdc(self, space: str, g: np.ndarray, r: np.ndarray) -> dict[str, float]:
+        """The four prdc values of these rows, computed once for the four metrics that read them."""
+        import contextlib
+        import io
+
+        from prdc import compute_prdc
+
+        from benchmark.metrics.evaluate import PRDC_K
+
+        key = (space, hashlib.sha1(g.tobytes()).digest(), hashlib.sha1(r.tobytes()).digest())
+        if key not in self._prdc:
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints the set sizes
+                self._prdc[key] = {k: float(v) for k, v in
+                                   compute_prdc(self.real[space][r], self.gen[space][g], nearest_k=PRDC_K).items()}
+        return self._prdc[key]
+
+    def release(self) -> None:
+        self._kid.clear()
+        self._prdc.clear()
 
 
 def _distance(space: str, kind: str, conditional: bool) -> Callable[[Scored, np.ndarray, np.ndarray], float]:
-    from benchmark.metrics.distances import fid, kid
+    from benchmark.metrics.distances import fid
 
-    def one(a: np.ndarray, b: np.ndarray, seed: int) -> float:
-        return fid(a, b) if kind == "fid" else kid(a, b, seed=seed, subsets=CALIBRATION_KID_SUBSETS)[0]
+    def one(s: Scored, g: np.ndarray, r: np.ndarray) -> float:
+        if kind == "fid":
+            return fid(s.gen[space][g], s.real[space][r])
+        return s.kid(space)(g, r, seed=s.kid_seed, subsets=CALIBRATION_KID_SUBSETS)
 
     def compute(s: Scored, g: np.ndarray, r: np.ndarray) -> float:
-        G, R = s.gen[space][g], s.real[space][r]
         if not conditional:
-            return one(G, R, s.kid_seed)
+            return one(s, g, r)
         pg, pr = s.perts_gen[g], s.perts_real[r]
-        return float(np.mean([one(G[pg == p], R[pr == p], s.kid_seed) for p in np.unique(pg)]))
+        return float(np.mean([one(s, g[pg == p], r[pr == p]) for p in np.unique(pg)]))
 
     return compute
 
 
 CALIBRATION_KID_SUBSETS = 20  # KID subsets per value (the runs use 100; the bootstrap repeats it many times)
-
-
-def _prdc(space: str, name: str) -> Callable[["Scored", np.ndarray, np.ndarray], float]:
-    import contextlib
-    import io
-
-    from prdc import compute_prdc
-
-    from benchmark.metrics.evaluate import PRDC_K
-
-    def compute(s: Scored, g: np.ndarray, r: np.ndarray) -> float:
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints the set sizes
-            return float(compute_prdc(s.real[space][r], s.gen[space][g], nearest_k=PRDC_K)[name])
-
-    return compute
+BOOT_MAX_IMAGES = 700  # whole-set metrics are bootstrapped up to this many images a side (the tables' 648 = 36 x 18)
 
 
 def metrics_for(spaces: list[str], per_image: list[str]) -> list[Metric]:
     out = []
     for space in spaces:
-        for kind in ("fid", "kid"):
-            out.append(Metric(f"{kind}_o [{space}]", True, _distance(space, kind, False)))
-            out.append(Metric(f"{kind}_c [{space}]", True, _distance(space, kind, True)))
+        out.append(Metric(f"fid_o [{space}]", True, _distance(space, "fid", False), whole_set=True))
+        out.append(Metric(f"fid_c [{space}]", True, _distance(space, "fid", True)))
+        out.append(Metric(f"kid_o [{space}]", True, _distance(space, "kid", False)))
+        out.append(Metric(f"kid_c [{space}]", True, _distance(space, "kid", True)))
         for name in ("precision", "recall", "density", "coverage"):  # higher is better
-            out.append(Metric(f"{name} [{space}]", False, _prdc(space, name)))
+            out.append(Metric(f"{name} [{space}]", False,
+                              lambda s, g, r, space=space, name=name: s.prdc(space, g, r)[name], whole_set=True))
     for name in per_image:  # means over images: paired errors (lower is better), MoA accuracy (higher)
         out.append(Metric(name, name != "moa_accuracy", lambda s, g, r, name=name: float(s.per_image[name][g].mean())))
     return out
@@ -237,18 +290,50 @@ def _groups(rows: np.ndarray, perts: np.ndarray) -> list[np.ndarray]:
     return [rows[perts[rows] == p] for p in np.unique(perts[rows])]
 
 
+class _Features:
+    """Features of image sets through the on-disk cache, each distinct image extracted once: ladder rungs that
+    reuse images (mixing, collapse, strength's last rung: the controls) cost nothing new. An image's features do not
+    depend on the rest of its batch (extractors in eval mode)."""
+
+    def __init__(self, extractors: dict, rule: str, cache, base: dict) -> None:
+        self.extractors, self.rule, self.cache, self.base = extractors, rule, cache, base
+        self.memo: dict[int, dict[bytes, np.ndarray]] = {}  # per extractor object (a space and the paired one share)
+
+    def __call__(self, name: str, images: np.ndarray, what: str, key: dict) -> np.ndarray:
+        from benchmark.metrics.evaluate import _views
+
+        ext = self.extractors[name]
+        memo = self.memo.setdefault(id(ext), {})
+        digests = [hashlib.blake2b(im.tobytes(), digest_size=16).digest() for im in images]
+        new = list({d: i for i, d in reversed(list(enumerate(digests))) if d not in memo}.values())
+        if new:
+            new.sort()
+            rows = hashlib.sha256(b"".join(digests[i] for i in new)).hexdigest()[:16]
+            views = _views(ext, self.rule, images[new])
+            feats = np.concatenate([self.cache.get(dict(self.base, **key, space=name, sha=ext.weights_sha256,
+                                                        view=v, rows=rows), lambda x=x: ext(x, what=what))
+                                    for v, x in views], axis=1)
+            memo.update(zip((digests[i] for i in new), feats))
+        return np.stack([memo[d] for d in digests])
+
+
 def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0, n_boot: int = 50,
-              moa=None, ladders: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+              moa=None, ladders: list[str] | None = None,
+              boot_max_images: int = BOOT_MAX_IMAGES) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Every ladder scored by every metric at every n: (values per rung with bootstrap intervals, a summary per
-    ladder x metric x n, the rungs' ground-truth paired errors)."""
+    ladder x metric x n, the rungs' ground-truth paired errors). Only the requests and reference images of the
+    largest n are read (the subsamples are nested)."""
     from tqdm.auto import tqdm
 
-    from benchmark.metrics.evaluate import ReferenceScale, _views, distance_space, morphology_distance, pixel_rmse
+    from benchmark.metrics.evaluate import ReferenceScale, distance_space, morphology_distance, pixel_rmse
     from benchmark.metrics.features import Morphology
     from benchmark.registry import FEATURES
 
     plan = data.eval_plan()
     req, ref = plan.requests, plan.reference
+    top = max(ns)
+    req = req.iloc[subsample(req["CPD_NAME"].to_numpy(), top, seed)]
+    ref = ref.iloc[subsample(ref["CPD_NAME"].to_numpy(), top, seed + 1)]
     keys, perts = req["control_key"].tolist(), req["CPD_NAME"].to_numpy()
     truth = data.counterfactual(keys, list(perts))
     if truth is None:
@@ -256,66 +341,68 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
     inputs = LadderInputs(Path(data.source), keys, perts, data.images[req["control_row"].to_numpy()],
                           np.asarray(truth), seed)
     chosen = [LADDERS[name] for name in (ladders or LADDERS)]
-    rule = data.task.channel_rule
     extractors = {s: FEATURES.get(s)(ctx) for s in spaces}
+    morph = extractors.get("morphology") or Morphology(data.task.channels)
+    extractors["paired morphology"] = morph
+    base = {"calibration": data.task.name, "plan": plan.digest(), "seed": seed, "top": top}
+    features = _Features(extractors, data.task.channel_rule, cache, base)
     reference = data.images[ref["row"].to_numpy()]
     perts_real = ref["CPD_NAME"].to_numpy()
 
-    def features(space: str, images: np.ndarray, what: str, key: dict) -> np.ndarray:
-        ext = extractors[space]
-        views = _views(ext, rule, images)
-        return np.concatenate([cache.get(dict(key, space=space, sha=ext.weights_sha256, view=v),
-                                         lambda x=x: ext(x, what=what)) for v, x in views], axis=1)
-
-    base = {"calibration": data.task.name, "plan": plan.digest(), "seed": seed}
-    real = {s: features(s, reference, "real reference images", dict(base, set="reference")) for s in spaces}
+    real = {s: features(s, reference, "real reference images", dict(set="reference")) for s in spaces}
     scales = {s: ReferenceScale(f) for s, f in real.items() if not extractors[s].rgb}
     real = {s: scales[s](f) if s in scales else f for s, f in real.items()}
-    morph = Morphology(data.task.channels)
-    morph_ref = morph(reference, what="real reference images")
-    morph_truth = morph(inputs.truth, what="true counterfactuals")
+    morph_ref = features("paired morphology", reference, "real reference images", dict(set="reference"))
+    morph_truth = features("paired morphology", inputs.truth, "true counterfactuals", dict(set="truth"))
     labels = data.annotations()
     per_image_names = ["paired_rmse", "paired_morph"] + (["moa_accuracy"] if moa is not None else [])
     metrics = metrics_for(spaces, per_image_names)
+    real_kernels: dict[tuple, np.ndarray] = {}
 
     scored: dict[tuple[str, int], Scored] = {}
     rung_rows = []
     for ladder in tqdm(chosen, desc="calibration ladders", unit="ladder"):
         for k, value in enumerate(ladder.values):
             images = ladder.build(inputs, value)
-            key = dict(base, ladder="truth" if k == 0 else ladder.name, rung=0 if k == 0 else k)
-            gen = {s: features(s, images, f"{ladder.name} rung {k}", key) for s in spaces}
+            key = dict(ladder="truth" if k == 0 else ladder.name, rung=0 if k == 0 else k)
+            what = f"{ladder.name} rung {k}"
+            gen = {s: features(s, images, what, key) for s in spaces}
             gen = {s: scales[s](f) if s in scales else f for s, f in gen.items()}
             real_d, gen = dict(real), dict(gen)
             for s in scales:  # hand-made spaces: where the runs take their distances
                 real_d[s], gen[s] = distance_space(real[s], gen[s])
-            m = morph_truth if k == 0 else morph(images, what=f"{ladder.name} rung {k}")
+            m = features("paired morphology", images, what, key)
             per_image = {"paired_rmse": pixel_rmse(images, inputs.truth),
                          "paired_morph": morphology_distance(m, morph_truth, morph_ref)}
             if moa is not None:
                 per_image["moa_accuracy"] = (moa.predict(images) == labels[perts].to_numpy()).astype(float)
-            scored[ladder.name, k] = Scored(gen, real_d, per_image, perts, perts_real, kid_seed=seed)
+            scored[ladder.name, k] = Scored(gen, real_d, per_image, perts, perts_real, kid_seed=seed,
+                                            real_kernels=real_kernels)
             rung_rows.append({"ladder": ladder.name, "parameter": ladder.parameter, "rung": k, "value": value,
                               "paired_error": float(per_image["paired_rmse"].mean())})
 
-    values, summary = [], []
+    draws = {}
     for n in ns:
         g = subsample(perts, n, seed)
         r = subsample(perts_real, n, seed + 1)
         rng = np.random.default_rng([seed, n])
         g_groups, r_groups = _groups(g, perts), _groups(r, perts_real)
-        draws = [(_resample(g_groups, rng), _resample(r_groups, rng)) for _ in range(n_boot)]
-        for ladder in chosen:
-            rungs = range(len(ladder.values))
+        draws[n] = (g, r, [(_resample(g_groups, rng), _resample(r_groups, rng)) for _ in range(n_boot)])
+    values, summary = [], []
+    for ladder in tqdm(chosen, desc="calibration bootstrap", unit="ladder"):
+        rungs = range(len(ladder.values))
+        for n in ns:
+            g, r, reps_rows = draws[n]
             for metric in metrics:
                 point = np.array([metric.compute(scored[ladder.name, k], g, r) for k in rungs])
-                reps = np.array([[metric.compute(scored[ladder.name, k], gb, rb) for k in rungs] for gb, rb in draws])
+                boot = [] if metric.whole_set and len(g) > boot_max_images else reps_rows
+                reps = np.array([[metric.compute(scored[ladder.name, k], gb, rb) for k in rungs] for gb, rb in boot])
                 for k in rungs:  # value +- 1.96 sd of its replicates (resampling duplicates images, which
                     # biases a bootstrap FID upwards: a percentile interval could miss the value, see metrics/stats)
-                    lo, hi = normal_ci_from_bootstrap(point[k], reps[:, k])
+                    lo, hi = normal_ci_from_bootstrap(point[k], reps[:, k]) if len(boot) else (np.nan, np.nan)
                     values.append({"ladder": ladder.name, "metric": metric.name, "n": n, "rung": k,
                                    "value": point[k], "ci_low": lo, "ci_high": hi})
-                hit = resolved_rung(reps, metric.lower_is_better)
+                hit = resolved_rung(reps, metric.lower_is_better) if len(boot) else None
                 summary.append({"ladder": ladder.name, "metric": metric.name, "n": n,
                                 "lower_is_better": metric.lower_is_better,
                                 "spearman": rank_agreement(point, metric.lower_is_better),
@@ -323,8 +410,13 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
                                                                > 0)),
                                 "resolved_rung": hit if hit is not None else np.nan,
                                 "resolved_value": ladder.values[hit] if hit is not None else np.nan,
-                                "floor": point[0], "n_boot": n_boot, "seed": seed})
-    return pd.DataFrame(values), pd.DataFrame(summary), pd.DataFrame(rung_rows)
+                                "floor": point[0], "n_boot": len(boot), "seed": seed})
+        for k in rungs:
+            scored[ladder.name, k].release()
+    order = {name: i for i, name in enumerate(ladders or LADDERS)}
+    summary = pd.DataFrame(summary).sort_values(["n", "ladder"], key=lambda c: c.map(order) if c.name == "ladder"
+                                                else c, kind="stable")
+    return pd.DataFrame(values), summary.reset_index(drop=True), pd.DataFrame(rung_rows)
 
 
 def summary_markdown(summary: pd.DataFrame, rungs: pd.DataFrame, provenance: dict) -> str:
@@ -336,7 +428,8 @@ def summary_markdown(summary: pd.DataFrame, rungs: pd.DataFrame, provenance: dic
              "(rung 0: the counterfactuals themselves, real cells disjoint from the reference set; quality falls with "
              "the rung). Each cell: Spearman correlation of the metric with the true order over the rungs (1: right, "
              "sign-corrected for higher-is-better metrics), then the parameter value of the smallest rung that a "
-             "seeded bootstrap over images tells apart from rung 0 at 95% (`-`: none).\n\n",
+             "seeded bootstrap over images tells apart from rung 0 at 95% (`-`: none; `nb`: not bootstrapped, a "
+             "whole-set metric above the bootstrap's size limit).\n\n",
              "".join(f"- {k}: {v}\n" for k, v in provenance.items()),
              "\n## The rungs and their true paired error (pixel RMSE against the counterfactuals)\n\n",
              to_markdown(rungs.pivot_table(index="rung", columns="ladder", values="paired_error").reset_index(),
@@ -344,8 +437,8 @@ def summary_markdown(summary: pd.DataFrame, rungs: pd.DataFrame, provenance: dic
              "\nParameters: " + "; ".join(f"{r.ladder}: {r.parameter} {list(rungs[rungs['ladder'] == r.ladder]['value'])}"
                                           for r in rungs.drop_duplicates("ladder").itertuples()) + "\n"]
     for n, part in summary.groupby("n"):
-        cell = part.assign(cell=[f"{s:.2f} / {'-' if pd.isna(v) else f'{v:g}'}"
-                                 for s, v in zip(part["spearman"], part["resolved_value"])])
+        cell = part.assign(cell=[f"{s:.2f} / {'nb' if b == 0 else '-' if pd.isna(v) else f'{v:g}'}"
+                                 for s, v, b in zip(part["spearman"], part["resolved_value"], part["n_boot"])])
         wide = cell.pivot_table(index="metric", columns="ladder", values="cell", aggfunc="first")
         wide = wide.reindex(list(dict.fromkeys(part["metric"])))[list(dict.fromkeys(part["ladder"]))]
         ranked = part.groupby("metric", sort=False)["ranks_all_rungs"].sum().astype(int)

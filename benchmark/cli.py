@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 import warnings
 import sys
 from pathlib import Path
@@ -183,7 +184,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     TASKS.check(args.task)
     features = tuple(f for f in args.features.split(",") if f)
     from benchmark import __version__, io
-    from benchmark.calibration import CALIBRATION_KID_SUBSETS, LADDERS, calibrate, draw, summary_markdown
+    from benchmark.calibration import (BOOT_MAX_IMAGES, CALIBRATION_KID_SUBSETS, LADDERS, calibrate, draw,
+                                       summary_markdown)
     from benchmark.metrics.evaluate import FeatureCache
     from benchmark.metrics.features import ExtractorContext
     from benchmark.registry import check_features
@@ -204,14 +206,21 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
         moa = classifier_for(data, cache_dir, split_hash)
     spaces = [f for f in features if f in FEATURES.names()]
+    t0 = time.time()
     values, summary, rungs = calibrate(data, args.n, spaces, ctx, FeatureCache(cache_dir / "calibration"),
                                        seed=args.seed, n_boot=args.boot, moa=moa, ladders=ladders)
+    import torch
     provenance = {"task": f"{task.name} (split hash {split_hash[:16]}, plan {data.eval_plan().digest()[:16]})",
-                  "seed": args.seed, "bootstrap replicates": args.boot, "KID subsets per value": CALIBRATION_KID_SUBSETS,
+                  "seed": args.seed, "bootstrap replicates": args.boot,
+                  "bootstrap of whole-set metrics (overall FD, prdc)": f"up to {BOOT_MAX_IMAGES} images a side "
+                  "(their cost grows with the cube of the set; the tables' overall sets have 36 per perturbation)",
+                  "KID subsets per value": CALIBRATION_KID_SUBSETS,
                   "feature spaces": ", ".join(spaces) + (" (weights sha256 " + ", ".join(
                       f"{s} {FEATURES.get(s)(ctx).weights_sha256[:16]}" for s in spaces) + ")"),
                   "MoA classifier": moa.weights_sha256[:16] if moa is not None else "not scored",
-                  "channel rule": task.channel_rule, "code": f"benchmark {__version__}, git {io.git_sha()['git_sha'][:12]}"}
+                  "channel rule": task.channel_rule, "code": f"benchmark {__version__}, git {io.git_sha()['git_sha'][:12]}",
+                  "compute": f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+                             f"{time.time() - t0:.0f} s (features from the cache where present)"}
     out = Path(args.out)
     io.write_csv(out / "values.csv", values)
     io.write_csv(out / "summary.csv", summary)

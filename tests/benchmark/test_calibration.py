@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.calibration import LADDERS, LadderInputs, rank_agreement, resolved_rung, rung_table
+from benchmark.calibration import (LADDERS, KernelKID, LadderInputs, _Features, rank_agreement, resolved_rung,
+                                   rung_table, subsample)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,38 @@ def test_the_resolvable_rung_flags_a_planted_difference_and_not_a_null_one():
     assert resolved_rung(planted, lower_is_better=True) == 3
     assert resolved_rung(-planted, lower_is_better=False) == 3  # a higher-is-better metric that falls
     assert resolved_rung(-planted, lower_is_better=True) is None  # a metric moving the wrong way resolves nothing
+
+
+def test_kid_from_kernels_equals_the_suites_kid_on_resampled_rows():
+    from benchmark.metrics.distances import kid
+
+    rng = np.random.default_rng(1)
+    gen, real = rng.normal(size=(60, 16)), rng.normal(0.3, 1.0, size=(50, 16))
+    g, r = rng.choice(60, 40), rng.choice(50, 45)  # with duplicates, as a bootstrap draws them
+    expected = kid(gen[g], real[r], seed=7, subsets=5)[0]
+    assert KernelKID(gen, real)(g, r, seed=7, subsets=5) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_subsamples_are_nested_and_each_distinct_image_is_extracted_once(tmp_path):
+    from benchmark.metrics.evaluate import FeatureCache
+
+    perts = np.repeat(np.array(["a", "b", "c"]), 10)
+    small, large = subsample(perts, 3, seed=4), subsample(perts, 7, seed=4)
+    assert set(small) <= set(large) and len(large) == 21
+
+    class Counting:
+        rgb, weights_sha256, seen = False, "x", 0
+
+        def __call__(self, images, what=""):
+            Counting.seen += len(images)
+            return images.reshape(len(images), -1)[:, :4].astype(float)
+
+    features = _Features({"toy": Counting()}, "rgb", FeatureCache(tmp_path), {})
+    images = np.random.default_rng(0).integers(0, 255, (6, 2, 2, 1), dtype=np.uint8)
+    first = features("toy", images, "a set", {"set": 1})
+    mixed = features("toy", np.concatenate([images[[5, 0, 0]], images[:1] // 2]), "another", {"set": 2})
+    assert Counting.seen == 7  # six images, then one new one; a repeat within a set is extracted once
+    assert np.array_equal(mixed[:3], first[[5, 0, 0]]) and np.array_equal(mixed[3], (images[0] // 2).ravel()[:4])
 
 
 def test_rank_agreement_is_signed_by_the_metric_direction():
