@@ -174,6 +174,7 @@ class Metric:
     lower_is_better: bool
     compute: Callable[["Scored", np.ndarray, np.ndarray], float]
     whole_set: bool = False
+    space: str | None = None  # the feature space it reads (None: per-image quantities)
 
 
 class KernelKID:
@@ -269,13 +270,14 @@ BOOT_MAX_IMAGES = 700  # whole-set metrics are bootstrapped up to this many imag
 def metrics_for(spaces: list[str], per_image: list[str]) -> list[Metric]:
     out = []
     for space in spaces:
-        out.append(Metric(f"fid_o [{space}]", True, _distance(space, "fid", False), whole_set=True))
-        out.append(Metric(f"fid_c [{space}]", True, _distance(space, "fid", True)))
-        out.append(Metric(f"kid_o [{space}]", True, _distance(space, "kid", False)))
-        out.append(Metric(f"kid_c [{space}]", True, _distance(space, "kid", True)))
+        out.append(Metric(f"fid_o [{space}]", True, _distance(space, "fid", False), whole_set=True, space=space))
+        out.append(Metric(f"fid_c [{space}]", True, _distance(space, "fid", True), space=space))
+        out.append(Metric(f"kid_o [{space}]", True, _distance(space, "kid", False), space=space))
+        out.append(Metric(f"kid_c [{space}]", True, _distance(space, "kid", True), space=space))
         for name in ("precision", "recall", "density", "coverage"):  # higher is better
             out.append(Metric(f"{name} [{space}]", False,
-                              lambda s, g, r, space=space, name=name: s.prdc(space, g, r)[name], whole_set=True))
+                              lambda s, g, r, space=space, name=name: s.prdc(space, g, r)[name], whole_set=True,
+                              space=space))
     for name in per_image:  # means over images: paired errors (lower is better), MoA accuracy (higher)
         out.append(Metric(name, name != "moa_accuracy", lambda s, g, r, name=name: float(s.per_image[name][g].mean())))
     return out
@@ -318,11 +320,13 @@ class _Features:
 
 
 def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0, n_boot: int = 50,
-              moa=None, ladders: list[str] | None = None,
-              boot_max_images: int = BOOT_MAX_IMAGES) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+              moa=None, ladders: list[str] | None = None, boot_max_images: int = BOOT_MAX_IMAGES,
+              max_n: dict[str, int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Every ladder scored by every metric at every n: (values per rung with bootstrap intervals, a summary per
     ladder x metric x n, the rungs' ground-truth paired errors). Only the requests and reference images of the
-    largest n are read (the subsamples are nested)."""
+    largest n are read (the subsamples are nested). `max_n` caps the n of a costly learned space (Inception:
+    about 1 s of CPU per 16 images): its features are extracted for the first that many images per perturbation
+    only, and its metrics scored up to that n."""
     from tqdm.auto import tqdm
 
     from benchmark.metrics.evaluate import ReferenceScale, distance_space, morphology_distance, pixel_rmse
@@ -349,7 +353,22 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
     reference = data.images[ref["row"].to_numpy()]
     perts_real = ref["CPD_NAME"].to_numpy()
 
-    real = {s: features(s, reference, "real reference images", dict(set="reference")) for s in spaces}
+    caps = {s: min(top, (max_n or {}).get(s, top)) for s in spaces}
+    for s, cap in caps.items():
+        if cap < top and not extractors[s].rgb:
+            raise BenchmarkError(f"calibration: --max-n {s}={cap}: only learned (image) spaces can be capped; "
+                                 f"{s} is z-scored by the whole reference set")
+    rows_gen = {s: subsample(perts, caps[s], seed) for s in spaces}
+    rows_real = {s: subsample(ref["CPD_NAME"].to_numpy(), caps[s], seed + 1) for s in spaces}
+
+    def capped(s: str, images: np.ndarray, rows: np.ndarray, what: str, key: dict) -> np.ndarray:
+        """Features of `rows` of `images` in space `s`, the other rows NaN (no capped metric reads them)."""
+        f = features(s, images[rows], what, key)
+        out = np.full((len(images), f.shape[1]), np.nan)
+        out[rows] = f
+        return out
+
+    real = {s: capped(s, reference, rows_real[s], "real reference images", dict(set="reference")) for s in spaces}
     scales = {s: ReferenceScale(f) for s, f in real.items() if not extractors[s].rgb}
     real = {s: scales[s](f) if s in scales else f for s, f in real.items()}
     morph_ref = features("paired morphology", reference, "real reference images", dict(set="reference"))
@@ -366,7 +385,7 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
             images = ladder.build(inputs, value)
             key = dict(ladder="truth" if k == 0 else ladder.name, rung=0 if k == 0 else k)
             what = f"{ladder.name} rung {k}"
-            gen = {s: features(s, images, what, key) for s in spaces}
+            gen = {s: capped(s, images, rows_gen[s], what, key) for s in spaces}
             gen = {s: scales[s](f) if s in scales else f for s, f in gen.items()}
             real_d, gen = dict(real), dict(gen)
             for s in scales:  # hand-made spaces: where the runs take their distances
@@ -393,7 +412,7 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
         rungs = range(len(ladder.values))
         for n in ns:
             g, r, reps_rows = draws[n]
-            for metric in metrics:
+            for metric in [m for m in metrics if m.space is None or n <= caps[m.space]]:
                 point = np.array([metric.compute(scored[ladder.name, k], g, r) for k in rungs])
                 boot = [] if metric.whole_set and len(g) > boot_max_images else reps_rows
                 reps = np.array([[metric.compute(scored[ladder.name, k], gb, rb) for k in rungs] for gb, rb in boot])
@@ -417,6 +436,41 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
     summary = pd.DataFrame(summary).sort_values(["n", "ladder"], key=lambda c: c.map(order) if c.name == "ladder"
                                                 else c, kind="stable")
     return pd.DataFrame(values), summary.reset_index(drop=True), pd.DataFrame(rung_rows)
+
+
+def resolution(summary: pd.DataFrame, n: int, metrics: list[str]) -> pd.DataFrame:
+    """What each metric tells apart at n images per perturbation: per ladder, the parameter value of the smallest
+    rung resolved from the true counterfactuals (`-`: none; `nb`: not bootstrapped at this n), and on how many
+    ladders the metric orders every rung right."""
+    part = summary[(summary["n"] == n) & summary["metric"].isin(metrics)]
+    rows = []
+    for metric in [m for m in metrics if m in set(part["metric"])]:
+        m = part[part["metric"] == metric]
+        row = {"metric": metric}
+        for r in m.itertuples():
+            row[r.ladder] = "nb" if r.n_boot == 0 else "-" if pd.isna(r.resolved_value) else f"{r.resolved_value:g}"
+        row["orders every rung"] = f"{int(m['ranks_all_rungs'].sum())} of {len(m)}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def recommended_n(summary: pd.DataFrame, metric: str) -> tuple[int | None, str]:
+    """The smallest calibrated n at which the metric resolves, on every ladder, as fine a rung as it does with the
+    most images (more images no longer help); (None, why) when no n was bootstrapped."""
+    m = summary[(summary["metric"] == metric) & (summary["n_boot"] > 0)]
+    if m.empty:
+        return None, "not bootstrapped at any n"
+    rung = m.assign(r=m["resolved_rung"].fillna(np.inf)).pivot_table(index="n", columns="ladder", values="r")
+    best = rung.loc[rung.index.max()]
+    for n in sorted(rung.index):
+        if (rung.loc[n] <= best).all():
+            unresolved = [c for c in rung.columns if np.isinf(best[c])]
+            why = (f"resolves at n = {n} what it resolves at n = {rung.index.max()}"
+                   + (f"; never resolves {', '.join(unresolved)}" if unresolved else ""))
+            if n == rung.index.max() and len(rung.index) > 1:
+                why += "; still improving at the largest n calibrated"
+            return int(n), why
+    raise AssertionError("unreachable: the largest n always qualifies")
 
 
 def summary_markdown(summary: pd.DataFrame, rungs: pd.DataFrame, provenance: dict) -> str:

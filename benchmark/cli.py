@@ -118,7 +118,8 @@ def cmd_describe(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from benchmark.report import report
 
-    for p in report(args.runs, args.results, args.data_dir, _csv(args.sample_perturbations) or None):
+    for p in report(args.runs, args.results, args.data_dir, _csv(args.sample_perturbations) or None,
+                    calibration=args.calibration):
         print(p)
 
 
@@ -208,13 +209,15 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     spaces = [f for f in features if f in FEATURES.names()]
     t0 = time.time()
     values, summary, rungs = calibrate(data, args.n, spaces, ctx, FeatureCache(cache_dir / "calibration"),
-                                       seed=args.seed, n_boot=args.boot, moa=moa, ladders=ladders)
+                                       seed=args.seed, n_boot=args.boot, moa=moa, ladders=ladders,
+                                       max_n=args.max_n)
     import torch
     provenance = {"task": f"{task.name} (split hash {split_hash[:16]}, plan {data.eval_plan().digest()[:16]})",
                   "seed": args.seed, "bootstrap replicates": args.boot,
                   "bootstrap of whole-set metrics (overall FD, prdc)": f"up to {BOOT_MAX_IMAGES} images a side "
                   "(their cost grows with the cube of the set; the tables' overall sets have 36 per perturbation)",
                   "KID subsets per value": CALIBRATION_KID_SUBSETS,
+                  "n capped": ", ".join(f"{k} up to n = {v}" for k, v in args.max_n.items()) or "none",
                   "feature spaces": ", ".join(spaces) + (" (weights sha256 " + ", ".join(
                       f"{s} {FEATURES.get(s)(ctx).weights_sha256[:16]}" for s in spaces) + ")"),
                   "MoA classifier": moa.weights_sha256[:16] if moa is not None else "not scored",
@@ -225,6 +228,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     io.write_csv(out / "values.csv", values)
     io.write_csv(out / "summary.csv", summary)
     io.write_csv(out / "rungs.csv", rungs)
+    io.write_json(out / "provenance.json", {**provenance, "calibration task": task.name, "n": args.n})
     io.write_text(out / "summary.md", summary_markdown(summary, rungs, provenance))
     for ladder in ladders:
         draw(values, rungs, ladder, out / f"{ladder}.png")
@@ -248,6 +252,16 @@ def _seed(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative; seeds are integers >= 0")
     return value
+
+
+def _caps(text: str) -> dict[str, int]:
+    out = {}
+    for part in _csv(text):
+        space, _, n = part.partition("=")
+        if not n.isdigit() or int(n) < 2:
+            raise argparse.ArgumentTypeError(f"{part!r}: expected SPACE=N with N >= 2, e.g. inception=72")
+        out[space] = int(n)
+    return out
 
 
 def _positive(text: str) -> int:
@@ -381,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--seed", type=_seed, default=0, help="subsampling, ladder and bootstrap seed (default: 0)")
     ca.add_argument("--boot", type=_positive, default=50, help="bootstrap replicates (default: 50)")
     ca.add_argument("--ladders", default="", help="comma-separated (default: all)")
+    ca.add_argument("--max-n", type=_caps, default={}, metavar="SPACE=N,...",
+                    help="score a costly image space only up to N per perturbation, e.g. inception=72 (default: none)")
     ca.add_argument("--features", default=",".join(DEFAULT_FEATURES), help="feature spaces and scorers")
     ca.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"))
     ca.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"))
@@ -391,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--results", type=Path, default=Path("reports"),
                      help="where tables and figures go (default: reports/); the committed reference results/ is "
                           "rewritten only when named (--results results)")
+    rep.add_argument("--calibration", type=Path, default=Path("results/calibration"),
+                     help="a `calibrate` output: what each metric resolves is shown under the simulated screen's "
+                          "tables (default: results/calibration, skipped where absent)")
     rep.add_argument("--data-dir", type=Path, default=None,
                      help="the tasks' data (e.g. data/): draws the sample grids, PCA and trajectory figures")
     rep.add_argument("--sample-perturbations", default="", metavar="P,Q,...",

@@ -11,6 +11,7 @@ of the runs: rerunning on the same runs gives byte-identical files.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -515,9 +516,52 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
     return "\n".join(lines) + "\n"
 
 
+def calibration_section(cal_dir: Path | None, task: str, lb: pd.DataFrame) -> list[str]:
+    """Markdown under a simulated screen's Table 1a: what each of its metrics resolves at the table's n per
+    perturbation, from a `calibrate` output (its ladders exist on the simulated screen only)."""
+    from benchmark.calibration import LADDERS, recommended_n, resolution
+
+    if cal_dir is None or not (Path(cal_dir) / "summary.csv").is_file():
+        return []
+    prov = json.loads((Path(cal_dir) / "provenance.json").read_text())
+    family = prov["calibration task"].split("-")[0]
+    if task.split("-")[0] != family:
+        return []
+    summary = pd.read_csv(Path(cal_dir) / "summary.csv")
+    t = lb[(lb["task"] == task) & (lb["metric"] == "fid_c")]
+    if t.empty:
+        return []
+    n_table = int(t["n_gen"].min())
+    fitting = [n for n in sorted(set(summary["n"])) if n <= n_table]
+    if not fitting:
+        return [f"\nMetric calibration (`{cal_dir}`): its smallest n, {summary['n'].min()}, exceeds this table's "
+                f"{n_table} generated images per perturbation.\n"]
+    n = fitting[-1]
+    metrics = [f"{k} [{sp}]" for sp in ("inception", "morphology") for k in ("fid_o", "fid_c", "kid_o", "kid_c")]
+    metrics += ["paired_rmse", "paired_morph", "moa_accuracy"]
+    table = resolution(summary, n, metrics)
+    ladders = [c for c in LADDERS if c in table.columns]
+    params = "; ".join(f"{name}: {LADDERS[name].parameter}" for name in ladders)
+    recs = []
+    for m in [x for x in metrics if x.startswith(("fid_c", "kid_c"))]:
+        best, why = recommended_n(summary, m)
+        if best is not None:
+            recs.append(f"- {m}: n = {best} per perturbation ({why})\n")
+    return [f"\n## What these metrics resolve at n = {n} per perturbation\n",
+            f"Known-answer calibration on `{prov['calibration task']}` (`{cal_dir}/summary.md`; seed "
+            f"{prov['seed']}, {prov['bootstrap replicates']} bootstrap replicates over images): for each metric and "
+            f"ladder of generators of known order, the smallest step from the true counterfactuals that the metric "
+            f"tells apart at 95% with {n} images per perturbation (`-`: no step; `nb`: not bootstrapped), and on how "
+            f"many ladders it orders every step right. A difference between two rows of the table above smaller than "
+            f"one such step is not one this metric can be trusted to see. Ladders: {params}.\n\n",
+            to_markdown(table), "\nImages per perturbation recommended for the per-perturbation metrics:\n\n",
+            *recs]
+
+
 def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
-           sample_perts: list[str] | None = None) -> list[Path]:
-    """Tables (always) and figures (where `data_dir` holds the tasks' data) from the run store."""
+           sample_perts: list[str] | None = None, calibration: Path | None = None) -> list[Path]:
+    """Tables (always) and figures (where `data_dir` holds the tasks' data) from the run store; with `calibration`
+    (a `calibrate` output), what each metric resolves under the simulated screen's tables."""
     runs = RunStore(runs_dir).runs()
     lb = leaderboard(runs)
     results_dir = Path(results_dir)
@@ -542,6 +586,7 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
                                        "val change, last quarter": training["val change, last quarter"].map(
                                            lambda v: "-" if pd.isna(v) else f"{v:+.1%}")})
             md += ["\n", to_markdown(shown)]
+        md += calibration_section(calibration, task, lb)
         frame = curve_frame(runs, lb, task)
         if not frame.empty:
             io.write_csv(d / "learning_curves.csv", frame)

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.calibration import (LADDERS, KernelKID, LadderInputs, _Features, rank_agreement, resolved_rung,
-                                   rung_table, subsample)
+from benchmark.calibration import (LADDERS, KernelKID, LadderInputs, _Features, rank_agreement, recommended_n,
+                                   resolution, resolved_rung, rung_table, subsample)
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +107,38 @@ def test_a_size_the_screen_does_not_have_is_refused_in_one_line(data_dir, tmp_pa
     assert main(["calibrate", "--task", "synthetic-tiny", "--n", "500", "--features", "morphology", "--boot", "2",
                  "--ladders", "mixing", "--data-dir", str(data_dir), "--out", str(tmp_path)]) == 2
     assert "fewer than n = 500" in capsys.readouterr().err
+
+
+def _summary(rows):
+    return pd.DataFrame([{"ladder": lad, "metric": "fid_c [x]", "n": n, "resolved_rung": r, "n_boot": b,
+                          "resolved_value": np.nan if pd.isna(r) else r / 4, "ranks_all_rungs": r == 1}
+                         for lad, n, r, b in rows])
+
+
+def test_the_recommended_n_is_where_more_images_stop_resolving_finer_steps():
+    rows = [("blur", 36, 3, 20), ("blur", 72, 2, 20), ("blur", 144, 2, 20),
+            ("mixing", 36, np.nan, 20), ("mixing", 72, 1, 20), ("mixing", 144, 1, 20),
+            ("intensity", 36, np.nan, 20), ("intensity", 72, np.nan, 20), ("intensity", 144, np.nan, 20)]
+    n, why = recommended_n(_summary(rows), "fid_c [x]")
+    assert n == 72 and "never resolves intensity" in why
+    still = _summary([("blur", 36, 3, 20), ("blur", 72, 2, 20), ("blur", 144, 1, 20)])
+    assert recommended_n(still, "fid_c [x]") == (144, "resolves at n = 144 what it resolves at n = 144; still "
+                                                        "improving at the largest n calibrated")
+    assert recommended_n(_summary([("blur", 36, np.nan, 0)]), "fid_c [x]")[0] is None
+    table = resolution(_summary(rows), 72, ["fid_c [x]", "absent"])
+    assert table.to_dict("records") == [{"metric": "fid_c [x]", "blur": "0.5", "mixing": "0.25", "intensity": "-",
+                                         "orders every rung": "1 of 3"}]
+
+
+def test_a_capped_space_is_scored_up_to_its_n_only(data_dir, tmp_path):
+    from benchmark.cli import main
+
+    out = tmp_path / "cal"
+    assert main(["calibrate", "--task", "synthetic-tiny", "--n", "2,4", "--features", "tiny", "--max-n", "tiny=2",
+                 "--boot", "5", "--ladders", "blur", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary[summary["metric"] == "fid_c [tiny]"]["n"]) == {2}
+    assert set(summary[summary["metric"] == "paired_rmse"]["n"]) == {2, 4}
+    assert np.isfinite(summary[summary["metric"] == "fid_o [tiny]"]["floor"]).all()
+    assert main(["calibrate", "--task", "synthetic-tiny", "--n", "4", "--features", "morphology", "--max-n",
+                 "morphology=2", "--data-dir", str(data_dir), "--out", str(out)]) == 2

@@ -25,7 +25,8 @@ def results(tmp_path_factory, data_dir):
         assert main(["run", "--method", "cellflow", "--task", "synthetic-tiny", "--seed", seed, *common, *TINY_CELLFLOW]) == 0
     assert main(["run", "--method", "cellflow", "--task", "synthetic-tiny", "--profile", "no-cfg", *common,
                  *TINY_CELLFLOW]) == 0
-    assert main(["report", "--runs", str(runs), "--results", str(out), "--data-dir", str(data_dir)]) == 0
+    assert main(["report", "--runs", str(runs), "--results", str(out), "--data-dir", str(data_dir), "--calibration",
+                 str(out / "no-calibration")]) == 0
     return out, runs
 
 
@@ -179,9 +180,10 @@ def test_the_committed_results_are_regenerated_from_their_run_records(tmp_path):
     copy = tmp_path / "results"
     shutil.copytree(committed / "figures", copy / "figures")
     shutil.copy(committed / ".report-files", copy / ".report-files")
-    assert main(["report", "--runs", str(committed / "runs"), "--results", str(copy)]) == 0
-    # not the report's: the run records it reads, and the search behind the reference profiles
-    want = {k: v for k, v in _tree(committed).items() if not k.startswith(("runs/", "reference/"))}
+    assert main(["report", "--runs", str(committed / "runs"), "--results", str(copy), "--calibration",
+                 str(committed / "calibration")]) == 0
+    # not the report's (nor calibrate's): the run records it reads, and the search behind the reference profiles
+    want = {k: v for k, v in _tree(committed).items() if not k.startswith(("runs/", "reference/", "calibration/"))}
     got = _tree(copy)
     assert sorted(got) == sorted(want)
     for name in want:
@@ -193,3 +195,23 @@ def test_the_committed_results_are_regenerated_from_their_run_records(tmp_path):
 
 def _tree(root) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_each_table_says_what_its_metrics_resolve_at_its_n(results, tmp_path):
+    """A `calibrate` output beside the runs: under the screen's Table 1a, the resolved step per metric and ladder at
+    the largest calibrated n not above the table's, and the recommended n for the per-perturbation metrics."""
+    _, runs = results
+    cal = tmp_path / "cal"
+    cal.mkdir()
+    rows = [{"ladder": "blur", "metric": m, "n": n, "resolved_rung": r, "resolved_value": r / 4, "n_boot": 20,
+             "ranks_all_rungs": True, "spearman": 1.0}
+            for m in ("fid_c [inception]", "paired_rmse") for n, r in ((2, 3), (4, 1), (16, 1))]
+    pd.DataFrame(rows).to_csv(cal / "summary.csv", index=False)
+    (cal / "provenance.json").write_text('{"calibration task": "synthetic-calibration", "seed": 0, '
+                                         '"bootstrap replicates": 20}')
+    out = tmp_path / "report"
+    assert main(["report", "--runs", str(runs), "--results", str(out), "--calibration", str(cal)]) == 0
+    text = (out / "synthetic-tiny" / "tables.md").read_text()
+    assert "## What these metrics resolve at n = 4 per perturbation" in text  # 16 is more than the tiny screen's 8
+    assert "| fid_c [inception] | 0.25 | 1 of 1 |" in text
+    assert "- fid_c [inception]: n = 4 per perturbation (resolves at n = 4 what it resolves at n = 16)" in text
