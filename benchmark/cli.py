@@ -210,13 +210,14 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     t0 = time.time()
     values, summary, rungs = calibrate(data, args.n, spaces, ctx, FeatureCache(cache_dir / "calibration"),
                                        seed=args.seed, n_boot=args.boot, moa=moa, ladders=ladders,
-                                       max_n=args.max_n)
+                                       max_n=args.max_n, no_bootstrap=tuple(_csv(args.no_bootstrap)))
     import torch
     provenance = {"task": f"{task.name} (split hash {split_hash[:16]}, plan {data.eval_plan().digest()[:16]})",
                   "seed": args.seed, "bootstrap replicates": args.boot,
                   "bootstrap of whole-set metrics (overall FD, prdc)": f"up to {BOOT_MAX_IMAGES} images a side "
                   "(their cost grows with the cube of the set; the tables' overall sets have 36 per perturbation)",
                   "KID subsets per value": CALIBRATION_KID_SUBSETS,
+                  "not bootstrapped": args.no_bootstrap or "none",
                   "n capped": ", ".join(f"{k} up to n = {v}" for k, v in args.max_n.items()) or "none",
                   "feature spaces": ", ".join(spaces) + (" (weights sha256 " + ", ".join(
                       f"{s} {FEATURES.get(s)(ctx).weights_sha256[:16]}" for s in spaces) + ")"),
@@ -395,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--seed", type=_seed, default=0, help="subsampling, ladder and bootstrap seed (default: 0)")
     ca.add_argument("--boot", type=_positive, default=50, help="bootstrap replicates (default: 50)")
     ca.add_argument("--ladders", default="", help="comma-separated (default: all)")
+    ca.add_argument("--no-bootstrap", default="", metavar="PREFIX,...",
+                    help="metrics (name prefixes, e.g. precision,recall,density,coverage) scored without a bootstrap: "
+                         "values, rank agreement and floor only (default: none)")
     ca.add_argument("--max-n", type=_caps, default={}, metavar="SPACE=N,...",
                     help="score a costly image space only up to N per perturbation, e.g. inception=72 (default: none)")
     ca.add_argument("--features", default=",".join(DEFAULT_FEATURES), help="feature spaces and scorers")

@@ -135,8 +135,11 @@ def test_a_capped_space_is_scored_up_to_its_n_only(data_dir, tmp_path):
 
     out = tmp_path / "cal"
     assert main(["calibrate", "--task", "synthetic-tiny", "--n", "2,4", "--features", "tiny", "--max-n", "tiny=2",
-                 "--boot", "5", "--ladders", "blur", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+                 "--boot", "5", "--ladders", "blur", "--no-bootstrap", "precision,recall", "--data-dir", str(data_dir),
+                 "--out", str(out)]) == 0
     summary = pd.read_csv(out / "summary.csv")
+    assert (summary[summary["metric"] == "recall [tiny]"]["n_boot"] == 0).all()
+    assert (summary[summary["metric"] == "fid_c [tiny]"]["n_boot"] == 5).all()
     assert set(summary[summary["metric"] == "fid_c [tiny]"]["n"]) == {2}
     assert set(summary[summary["metric"] == "paired_rmse"]["n"]) == {2, 4}
     assert np.isfinite(summary[summary["metric"] == "fid_o [tiny]"]["floor"]).all()
