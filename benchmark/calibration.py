@@ -167,8 +167,8 @@ def rung_table(ladder: Ladder, inputs: LadderInputs) -> pd.DataFrame:
 @dataclass(frozen=True)
 class Metric:
     """One number the suite reports, computed on a subsample of generated and reference rows. `whole_set`: computed on
-    all images at once (overall FD, prdc), whose cost grows with the cube of the set size; its bootstrap is skipped
-    above `calibrate`'s `boot_max_images`."""
+    all images at once (overall FD and KID, prdc), whose cost grows steeply with the set size; its bootstrap is
+    skipped above `calibrate`'s `boot_max_images`."""
 
     name: str
     lower_is_better: bool
@@ -272,7 +272,7 @@ def metrics_for(spaces: list[str], per_image: list[str]) -> list[Metric]:
     for space in spaces:
         out.append(Metric(f"fid_o [{space}]", True, _distance(space, "fid", False), whole_set=True, space=space))
         out.append(Metric(f"fid_c [{space}]", True, _distance(space, "fid", True), space=space))
-        out.append(Metric(f"kid_o [{space}]", True, _distance(space, "kid", False), space=space))
+        out.append(Metric(f"kid_o [{space}]", True, _distance(space, "kid", False), whole_set=True, space=space))
         out.append(Metric(f"kid_c [{space}]", True, _distance(space, "kid", True), space=space))
         for name in ("precision", "recall", "density", "coverage"):  # higher is better
             out.append(Metric(f"{name} [{space}]", False,
