@@ -468,8 +468,9 @@ def recommended_n(summary: pd.DataFrame, metric: str) -> tuple[int | None, str]:
     for n in sorted(rung.index):
         if (rung.loc[n] <= best).all():
             unresolved = [c for c in rung.columns if np.isinf(best[c])]
-            why = (f"resolves at n = {n} what it resolves at n = {rung.index.max()}"
-                   + (f"; never resolves {', '.join(unresolved)}" if unresolved else ""))
+            why = (f"resolves the smallest step of every ladder from n = {n}; finer steps are not calibrated"
+                   if (best == 1).all() else f"resolves at n = {n} what it resolves at n = {rung.index.max()}")
+            why += f"; never resolves {', '.join(unresolved)}" if unresolved else ""
             if n == rung.index.max() and len(rung.index) > 1:
                 why += "; still improving at the largest n calibrated"
             return int(n), why

@@ -537,6 +537,10 @@ def calibration_section(cal_dir: Path | None, task: str, lb: pd.DataFrame) -> li
         return [f"\nMetric calibration (`{cal_dir}`): its smallest n, {summary['n'].min()}, exceeds this table's "
                 f"{n_table} generated images per perturbation.\n"]
     n = fitting[-1]
+    try:  # named as the user would type it, so the text does not depend on where the repository lives
+        cal_dir = Path(cal_dir).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        pass
     metrics = [f"{k} [{sp}]" for sp in ("inception", "morphology") for k in ("fid_o", "fid_c", "kid_o", "kid_c")]
     metrics += ["paired_rmse", "paired_morph", "moa_accuracy"]
     table = resolution(summary, n, metrics)

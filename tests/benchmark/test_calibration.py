@@ -122,8 +122,9 @@ def test_the_recommended_n_is_where_more_images_stop_resolving_finer_steps():
     n, why = recommended_n(_summary(rows), "fid_c [x]")
     assert n == 72 and "never resolves intensity" in why
     still = _summary([("blur", 36, 3, 20), ("blur", 72, 2, 20), ("blur", 144, 1, 20)])
-    assert recommended_n(still, "fid_c [x]") == (144, "resolves at n = 144 what it resolves at n = 144; still "
-                                                        "improving at the largest n calibrated")
+    assert recommended_n(still, "fid_c [x]") == (144, "resolves the smallest step of every ladder from n = 144; finer "
+                                                        "steps are not calibrated; still improving at the largest n "
+                                                        "calibrated")
     assert recommended_n(_summary([("blur", 36, np.nan, 0)]), "fid_c [x]")[0] is None
     table = resolution(_summary(rows), 72, ["fid_c [x]", "absent"])
     assert table.to_dict("records") == [{"metric": "fid_c [x]", "blur": "0.5", "mixing": "0.25", "intensity": "-",
