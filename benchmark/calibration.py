@@ -532,7 +532,8 @@ def draw(values: pd.DataFrame, rungs: pd.DataFrame, ladder: str, path: Path) -> 
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    widest = max(range(len(metrics)), key=lambda i: part[part["metric"] == metrics[i]]["n"].nunique())
+    axes.flat[widest].legend(fontsize=7)  # a panel with every n
     param = rungs.loc[rungs["ladder"] == ladder, "parameter"].iloc[0]
     fig.suptitle(f"ladder {ladder}: each metric against the {param} (rung 0: the true counterfactuals); band: 95% "
                  "bootstrap over images", fontsize=9)
