@@ -185,7 +185,7 @@ def reused_images(run_dir: Path, manifest: Manifest, task: str, split_hash: str,
     if images.dtype != np.uint8 or images.shape != want_shape:
         raise BenchmarkError(f"{run_dir}/generated.npy: {images.dtype} array of shape {images.shape}, "
                              f"expected uint8 of shape {want_shape}")
-    return np.ascontiguousarray(images)
+    return np.array(images)  # a writable copy: torch warns on read-only memory
 
 
 def run(cfg: RunConfig) -> Path | None:

@@ -210,9 +210,11 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
     rows, provenance = [], {}
     morph = None
     # images that are the plan's own controls (the identity floor) get their features cached like the real sets'
-    controls = data.images[plan.requests["control_row"].to_numpy()]
+    control_rows = plan.requests["control_row"].to_numpy()
+    controls = data.images[control_rows]
     are_controls = np.array_equal(generated, controls)
-    unique_controls = np.unique(plan.requests["control_row"].to_numpy(), return_index=True)[1]
+    # a plan pairs few controls with many perturbations (48 for 648 requests on the screen): each is extracted once
+    rows_once, unique_controls, expand = np.unique(control_rows, return_index=True, return_inverse=True)
     for space in spaces:
         ext = FEATURES.get(space)(ctx)
         rule_used = rule if ext.rgb else "all"
@@ -223,9 +225,9 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
             key = dict(cache_key, space=space, sha=ext.weights_sha256, rule=rule_used, view=view)
             real_views[view] = cache.get(key, lambda imgs=imgs: ext(imgs, what="real reference images"))
         ctrl_views = {}  # the plan's controls: the identity floor's images, and the negatives of phenotypic activity
-        for view, imgs in _views(ext, rule, controls):
+        for view, imgs in _views(ext, rule, data.images[rows_once]):
             key = dict(cache_key, space=space, sha=ext.weights_sha256, rule=rule_used, view=view, set="plan controls")
-            ctrl_views[view] = cache.get(key, lambda imgs=imgs: ext(imgs, what="the plan's control images"))
+            ctrl_views[view] = cache.get(key, lambda imgs=imgs: ext(imgs, what="the plan's control images")[expand])
         for view, imgs in _views(ext, rule, generated):
             gen_views[view] = ctrl_views[view] if are_controls else ext(imgs, what="generated images")
         if not ext.rgb:
