@@ -185,6 +185,9 @@ class KernelKID:
     def __init__(self, gen: np.ndarray, real: np.ndarray, k_real: np.ndarray | None = None) -> None:
         from torch_fidelity.metric_kid import kernel_poly
 
+        # rows a capped space never extracted (`--max-n`) are NaN: the kernels cover the extracted rows only
+        self.at_gen, self.at_real = _extracted(gen), _extracted(real)
+        gen, real = gen[self.at_gen >= 0], real[self.at_real >= 0]
         self.k_gen = kernel_poly(gen, gen)
         self.k_cross = kernel_poly(gen, real)
         self.k_real = kernel_poly(real, real) if k_real is None else k_real
@@ -194,7 +197,12 @@ class KernelKID:
 
         from benchmark.metrics.distances import KID_SUBSET_SIZE
 
+        g, r = self.at_gen[g], self.at_real[r]
+        if (g < 0).any() or (r < 0).any():
+            raise BenchmarkError("KID: a subsample reads rows whose features were not extracted (NaN)")
         size = int(min(KID_SUBSET_SIZE, len(g), len(r)))
+        if size < 2:
+            raise BenchmarkError(f"KID needs at least 2 images a side, got {len(g)} generated and {len(r)} real")
         rng = np.random.RandomState(seed)  # the draws of torch-fidelity's kid_features_to_metric
         out = []
         for _ in range(subsets):
@@ -202,6 +210,14 @@ class KernelKID:
             b = r[rng.choice(len(r), size, replace=False)]
             out.append(mmd2(self.k_gen[np.ix_(a, a)], self.k_cross[np.ix_(a, b)], self.k_real[np.ix_(b, b)]))
         return float(np.mean(out))
+
+
+def _extracted(features: np.ndarray) -> np.ndarray:
+    """Each row's position among the finite rows, -1 where it has a NaN."""
+    ok = np.isfinite(features).all(1)
+    at = np.full(len(features), -1)
+    at[ok] = np.arange(int(ok.sum()))
+    return at
 
 
 class Scored:

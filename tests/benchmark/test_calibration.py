@@ -56,6 +56,23 @@ def test_kid_from_kernels_equals_the_suites_kid_on_resampled_rows():
     assert KernelKID(gen, real)(g, r, seed=7, subsets=5) == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
+def test_kid_kernels_skip_unextracted_rows_and_refuse_to_read_them():
+    from benchmark.errors import BenchmarkError
+    from benchmark.metrics.distances import kid
+
+    rng = np.random.default_rng(2)
+    gen, real = rng.normal(size=(30, 8)), rng.normal(size=(40, 8))
+    gen[10:], real[::2] = np.nan, np.nan  # a capped space: only some rows were extracted
+    kernels = KernelKID(gen, real)
+    assert kernels.k_gen.shape == (10, 10) and kernels.k_real.shape == (20, 20)
+    g, r = np.arange(10), np.arange(1, 40, 2)
+    assert kernels(g, r, seed=3, subsets=4) == pytest.approx(kid(gen[g], real[r], seed=3, subsets=4)[0], rel=1e-9)
+    with pytest.raises(BenchmarkError, match="not extracted"):
+        kernels(np.arange(12), r, seed=3, subsets=4)
+    with pytest.raises(BenchmarkError, match="at least 2"):
+        kernels(g[:1], r, seed=3, subsets=4)
+
+
 def test_subsamples_are_nested_and_each_distinct_image_is_extracted_once(tmp_path):
     from benchmark.metrics.evaluate import FeatureCache
 
