@@ -1,0 +1,32 @@
+"""The `reference` profiles are the configurations behind the committed reference results: a change to a shared
+profile (the CPU `quick` one, say) must not move them away from what `results/runs` records."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmark.runner import resolve_method
+
+RUNS = Path(__file__).resolve().parents[2] / "results" / "runs"
+
+
+def _recorded() -> list[tuple[str, dict]]:
+    out = []
+    for manifest in sorted(RUNS.glob("*/manifest.json")):
+        m = json.loads(manifest.read_text())
+        if m["profile"] == "reference":
+            out.append((manifest.parent.name, m))
+    return out
+
+
+@pytest.mark.parametrize("run,manifest", _recorded(), ids=[r for r, _ in _recorded()])
+def test_the_reference_profile_resolves_to_the_config_its_committed_runs_recorded(run, manifest):
+    _, config = resolve_method(manifest["method"], "reference", list(manifest["overrides"]))
+    resolved = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as the manifest's lists
+    assert resolved == manifest["config"]
+
+
+def test_there_are_committed_reference_runs_of_every_trained_method():
+    assert {m["method"] for _, m in _recorded()} == {"cellflow", "impa", "phendiff"}
