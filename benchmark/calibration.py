@@ -17,6 +17,7 @@ bootstrap over images resolves at 95%: the same resampled images at every rung, 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,12 @@ class Ladder:
     parameter: str
     values: tuple[float, ...]  # one per rung; rung 0 is the true counterfactuals
     build: Callable[[LadderInputs, float], np.ndarray]
+
+    def zoomed(self, zoom: float) -> "Ladder":
+        """The same ladder with every step `zoom` times smaller: where a metric's resolution limit lies when it
+        resolves the first default step already. Blur has no finer steps to give: a Gaussian of 0.1-0.2 px changes
+        no 8-bit pixel, so those rungs are the counterfactuals themselves."""
+        return dataclasses.replace(self, values=tuple(v / zoom for v in self.values))
 
 
 LADDERS = {ladder.name: ladder for ladder in (
@@ -337,14 +344,15 @@ class _Features:
 
 def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0, n_boot: int = 50,
               moa=None, ladders: list[str] | None = None, boot_max_images: int = BOOT_MAX_IMAGES,
-              max_n: dict[str, int] | None = None,
-              no_bootstrap: tuple[str, ...] = ()) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+              max_n: dict[str, int] | None = None, no_bootstrap: tuple[str, ...] = (),
+              zoom: float = 1.0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Every ladder scored by every metric at every n: (values per rung with bootstrap intervals, a summary per
     ladder x metric x n, the rungs' ground-truth paired errors). Only the requests and reference images of the
     largest n are read (the subsamples are nested). `max_n` caps the n of a costly learned space (Inception:
     about 1 s of CPU per 16 images): its features are extracted for the first that many images per perturbation
     only, and its metrics scored up to that n. Metrics named with a prefix in `no_bootstrap` get their values, rank
-    agreement and floor but no bootstrap (prdc: about a second per value at 648 images a side on 2 cores)."""
+    agreement and floor but no bootstrap (prdc: about a second per value at 648 images a side on 2 cores). `zoom`
+    divides every ladder's steps (see `Ladder.zoomed`)."""
     from tqdm.auto import tqdm
 
     from benchmark.metrics.evaluate import ReferenceScale, distance_space, morphology_distance, pixel_rmse
@@ -362,7 +370,7 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
         raise BenchmarkError(f"task {data.task.name}: calibration needs true counterfactuals (a simulated screen)")
     inputs = LadderInputs(Path(data.source), keys, perts, data.images[req["control_row"].to_numpy()],
                           np.asarray(truth), seed)
-    chosen = [LADDERS[name] for name in (ladders or LADDERS)]
+    chosen = [LADDERS[name].zoomed(zoom) for name in (ladders or LADDERS)]
     extractors = {s: FEATURES.get(s)(ctx) for s in spaces}
     morph = extractors.get("morphology") or Morphology(data.task.channels)
     extractors["paired morphology"] = morph

@@ -210,7 +210,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     t0 = time.time()
     values, summary, rungs = calibrate(data, args.n, spaces, ctx, FeatureCache(cache_dir / "calibration"),
                                        seed=args.seed, n_boot=args.boot, moa=moa, ladders=ladders,
-                                       max_n=args.max_n, no_bootstrap=tuple(_csv(args.no_bootstrap)))
+                                       max_n=args.max_n, no_bootstrap=tuple(_csv(args.no_bootstrap)),
+                                       zoom=args.zoom)
     import torch
     provenance = {"task": f"{task.name} (split hash {split_hash[:16]}, plan {data.eval_plan().digest()[:16]})",
                   "seed": args.seed, "bootstrap replicates": args.boot,
@@ -218,6 +219,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
                   "(their cost grows with the cube of the set; the tables' overall sets have 36 per perturbation)",
                   "KID subsets per value": CALIBRATION_KID_SUBSETS,
                   "not bootstrapped": args.no_bootstrap or "none",
+                  "ladder steps": "the defaults" if args.zoom == 1 else f"the defaults divided by {args.zoom:g}",
                   "n capped": ", ".join(f"{k} up to n = {v}" for k, v in args.max_n.items()) or "none",
                   "feature spaces": ", ".join(spaces) + (" (weights sha256 " + ", ".join(
                       f"{s} {FEATURES.get(s)(ctx).weights_sha256[:16]}" for s in spaces) + ")"),
@@ -269,6 +271,16 @@ def _positive(text: str) -> int:
     value = _seed(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def _zoom(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 1 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text}: expected a finite number >= 1 (the factor the steps shrink by)")
     return value
 
 
@@ -396,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--seed", type=_seed, default=0, help="subsampling, ladder and bootstrap seed (default: 0)")
     ca.add_argument("--boot", type=_positive, default=50, help="bootstrap replicates (default: 50)")
     ca.add_argument("--ladders", default="", help="comma-separated (default: all)")
+    ca.add_argument("--zoom", type=_zoom, default=1.0,
+                    help="divide every ladder's steps by this (>= 1; default 1): e.g. 5 puts mixing at 5%% steps")
     ca.add_argument("--no-bootstrap", default="", metavar="PREFIX,...",
                     help="metrics (name prefixes, e.g. precision,recall,density,coverage) scored without a bootstrap: "
                          "values, rank agreement and floor only (default: none)")

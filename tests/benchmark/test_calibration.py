@@ -21,11 +21,15 @@ def inputs(tiny_data) -> LadderInputs:
                         np.asarray(tiny_data.counterfactual(keys, list(perts))), seed=0)
 
 
+@pytest.mark.parametrize("zoom", [1, 5])
 @pytest.mark.parametrize("name", list(LADDERS))
-def test_every_ladder_is_monotone_in_the_true_paired_error(inputs, name):
-    rungs = rung_table(LADDERS[name], inputs)
+def test_every_ladder_is_monotone_in_the_true_paired_error(inputs, name, zoom):
+    rungs = rung_table(LADDERS[name].zoomed(zoom), inputs)
     errors = rungs["paired_error"].to_numpy()
     assert errors[0] == 0  # rung 0: the true counterfactuals
+    if name == "blur" and zoom > 1:  # a Gaussian of 0.1-0.2 px changes no 8-bit pixel: those rungs are rung 0
+        assert errors[1] == 0 and (np.diff(errors) >= 0).all() and errors[-1] > 0
+        return
     assert (np.diff(errors) > 0).all(), dict(zip(rungs["value"], errors))
 
 
@@ -163,3 +167,19 @@ def test_a_capped_space_is_scored_up_to_its_n_only(data_dir, tmp_path):
     assert np.isfinite(summary[summary["metric"] == "fid_o [tiny]"]["floor"]).all()
     assert main(["calibrate", "--task", "synthetic-tiny", "--n", "4", "--features", "morphology", "--max-n",
                  "morphology=2", "--data-dir", str(data_dir), "--out", str(out)]) == 2
+
+
+def test_zoom_divides_every_step_and_is_recorded(data_dir, tmp_path, capsys):
+    import json
+
+    from benchmark.cli import main
+
+    out = tmp_path / "fine"
+    assert main(["calibrate", "--task", "synthetic-tiny", "--n", "2", "--features", "tiny", "--boot", "2",
+                 "--ladders", "blur", "--no-bootstrap", "precision,recall,density,coverage", "--zoom", "4",
+                 "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    rungs = pd.read_csv(out / "rungs.csv")
+    assert np.allclose(rungs["value"], np.array(LADDERS["blur"].values) / 4)
+    assert json.loads((out / "provenance.json").read_text())["ladder steps"] == "the defaults divided by 4"
+    assert main(["calibrate", "--task", "synthetic-tiny", "--zoom", "0.5", "--out", str(out)]) == 2
+    assert "expected a finite number >= 1" in capsys.readouterr().err
