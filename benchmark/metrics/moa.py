@@ -29,6 +29,9 @@ from benchmark.method import to_tensor
 from .stats import bootstrap_ci
 
 
+CLASSIFIER_THREADS = 1
+
+
 @dataclass(frozen=True)
 class MoAConfig:
     backbone: str = "resnet18"
@@ -59,6 +62,18 @@ class MoAClassifier:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             model = cls._build(config, x.shape[1], len(classes))
+        threads = torch.get_num_threads()
+        # the weights depend on the thread count (the order of float sums in the convolutions' backward): trained on
+        # one thread, the classifier is the same on any machine of an ISA whatever its cores
+        torch.set_num_threads(CLASSIFIER_THREADS)
+        try:
+            return cls._train(model, x, y, classes, config)
+        finally:
+            torch.set_num_threads(threads)
+
+    @classmethod
+    def _train(cls, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes: list[str],
+               config: MoAConfig) -> "MoAClassifier":
         g = torch.Generator().manual_seed(config.seed)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         steps = config.epochs * max(1, len(x) // config.batch_size)

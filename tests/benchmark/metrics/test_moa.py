@@ -46,6 +46,22 @@ def test_saved_classifier_predicts_the_same_and_its_hash_is_stable(tmp_path):
     assert np.array_equal(again.predict(x), clf.predict(x)) and again.weights_sha256 == clf.weights_sha256
 
 
+def test_the_classifier_does_not_depend_on_the_thread_count_and_leaves_it_as_it_was():
+    import torch
+
+    x, y = _blobs(256, 4)
+    cfg = MoAConfig(backbone="resnet18", epochs=2, batch_size=64)
+    before = torch.get_num_threads()
+    try:
+        hashes = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            hashes.append(MoAClassifier.fit(x, y, cfg).weights_sha256)
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    assert hashes[0] == hashes[1]
+
 
 def test_runs_score_moa_accuracy_with_ceiling_and_provenance(tmp_path, data_dir, tiny_data):
     runs = tmp_path / "runs"
