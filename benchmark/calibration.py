@@ -202,14 +202,13 @@ class KernelKID:
     def __call__(self, g: np.ndarray, r: np.ndarray, seed: int, subsets: int) -> float:
         from torch_fidelity.metric_kid import mmd2
 
-        from benchmark.metrics.distances import KID_SUBSET_SIZE
+        from benchmark.metrics.distances import KID_SUBSET_SIZE, check_sizes
 
         g, r = self.at_gen[g], self.at_real[r]
         if (g < 0).any() or (r < 0).any():
             raise BenchmarkError("KID: a subsample reads rows whose features were not extracted (NaN)")
+        check_sizes(len(g), len(r), "KID")
         size = int(min(KID_SUBSET_SIZE, len(g), len(r)))
-        if size < 2:
-            raise BenchmarkError(f"KID needs at least 2 images a side, got {len(g)} generated and {len(r)} real")
         rng = np.random.RandomState(seed)  # the draws of torch-fidelity's kid_features_to_metric
         out = []
         for _ in range(subsets):

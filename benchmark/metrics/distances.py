@@ -18,11 +18,16 @@ KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 
 
+def check_sizes(n_a: int, n_b: int, what: str) -> None:
+    """Both sides of a distance need two samples (also for callers that hold row indices, not features)."""
+    if min(n_a, n_b) < 2:
+        raise BenchmarkError(f"{what}: needs at least 2 samples per side, got {n_a} and {n_b}")
+
+
 def _check(a: np.ndarray, b: np.ndarray, what: str) -> None:
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise BenchmarkError(f"{what}: feature sets must be (n, d) with equal d, got {a.shape} and {b.shape}")
-    if min(len(a), len(b)) < 2:
-        raise BenchmarkError(f"{what}: needs at least 2 samples per side, got {len(a)} and {len(b)}")
+    check_sizes(len(a), len(b), what)
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise BenchmarkError(f"{what}: features contain NaN/inf")
 

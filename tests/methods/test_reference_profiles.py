@@ -21,7 +21,10 @@ def _recorded() -> list[tuple[str, dict]]:
     return out
 
 
-@pytest.mark.parametrize("run,manifest", _recorded(), ids=[r for r, _ in _recorded()])
+RECORDED = _recorded()
+
+
+@pytest.mark.parametrize("run,manifest", RECORDED, ids=[r for r, _ in RECORDED])
 def test_the_reference_profile_resolves_to_the_config_its_committed_runs_recorded(run, manifest):
     _, config = resolve_method(manifest["method"], "reference", list(manifest["overrides"]))
     resolved = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as the manifest's lists
@@ -29,4 +32,4 @@ def test_the_reference_profile_resolves_to_the_config_its_committed_runs_recorde
 
 
 def test_there_are_committed_reference_runs_of_every_trained_method():
-    assert {m["method"] for _, m in _recorded()} == {"cellflow", "impa", "phendiff"}
+    assert {m["method"] for _, m in RECORDED} == {"cellflow", "impa", "phendiff"}
