@@ -174,7 +174,7 @@ def rung_table(ladder: Ladder, inputs: LadderInputs) -> pd.DataFrame:
 @dataclass(frozen=True)
 class Metric:
     """One number the suite reports, computed on a subsample of generated and reference rows. `whole_set`: computed on
-    all images at once (overall FD and KID, prdc), whose cost grows steeply with the set size; its bootstrap is
+    all images at once (overall FD and KID, prdc, mAP), whose cost grows steeply with the set size; its bootstrap is
     skipped above `calibrate`'s `boot_max_images`."""
 
     name: str
@@ -226,6 +226,18 @@ def _extracted(features: np.ndarray) -> np.ndarray:
     return at
 
 
+@dataclass
+class Profiles:
+    """What mAP reads, as the runs give it to copairs: per space the z-scored features of one rung's images (not the
+    principal components FD and KID use), the reference set's, and each request's control cell's (`controls`:
+    shared by the rungs, filled once every ladder is built, when its images are already extracted)."""
+
+    gen: dict[str, np.ndarray]
+    real: dict[str, np.ndarray]
+    controls: dict[str, np.ndarray]
+    control_keys: np.ndarray  # each request's control SAMPLE_KEY: a control read once however often it is drawn
+
+
 class Scored:
     """Per-image quantities of one rung: features per space, pixel and morphology paired errors, MoA correctness;
     and the reference set's features. A metric picks rows of both (a subsample, a bootstrap resample). Kernels and
@@ -233,8 +245,9 @@ class Scored:
 
     def __init__(self, gen: dict[str, np.ndarray], real: dict[str, np.ndarray], per_image: dict[str, np.ndarray],
                  perts_gen: np.ndarray, perts_real: np.ndarray, kid_seed: int,
-                 real_kernels: dict[tuple, np.ndarray]) -> None:
+                 real_kernels: dict[tuple, np.ndarray], profiles: "Profiles | None" = None) -> None:
         self.gen, self.real, self.per_image = gen, real, per_image
+        self.profiles = profiles
         self.perts_gen, self.perts_real, self.kid_seed = perts_gen, perts_real, kid_seed
         self.real_kernels = real_kernels  # the reference set's kernel, by space and content: shared by the rungs
         self._kid: dict[str, KernelKID] = {}
@@ -285,6 +298,19 @@ def _distance(space: str, kind: str, conditional: bool) -> Callable[[Scored, np.
     return compute
 
 
+def _map(space: str, kind: str) -> Callable[[Scored, np.ndarray, np.ndarray], float]:
+    def compute(s: Scored, g: np.ndarray, r: np.ndarray) -> float:
+        from benchmark.metrics.retrieval import activity_map, retrieval_map
+
+        p = s.profiles
+        if kind == "activity":  # against the distinct control cells of these requests, as the runs do
+            _, first = np.unique(p.control_keys[g], return_index=True)
+            return activity_map(p.gen[space][g], s.perts_gen[g], p.controls[space][g[first]])
+        return retrieval_map(p.gen[space][g], s.perts_gen[g], p.real[space][r], s.perts_real[r])
+
+    return compute
+
+
 CALIBRATION_KID_SUBSETS = 20  # KID subsets per value (the runs use 100; the bootstrap repeats it many times)
 BOOT_MAX_IMAGES = 700  # whole-set metrics are bootstrapped up to this many images a side (the tables' 648 = 36 x 18)
 
@@ -300,6 +326,10 @@ def metrics_for(spaces: list[str], per_image: list[str]) -> list[Metric]:
             out.append(Metric(f"{name} [{space}]", False,
                               lambda s, g, r, space=space, name=name: s.prdc(space, g, r)[name], whole_set=True,
                               space=space))
+        # higher is better; over every perturbation's cells at once, like the overall FD (a bootstrap resample
+        # repeats cells, and a repeated cell is its own nearest positive: an upward bias, as FD's)
+        for kind in ("activity", "retrieval"):
+            out.append(Metric(f"map_{kind} [{space}]", False, _map(space, kind), whole_set=True, space=space))
     for name in per_image:  # means over images: paired errors (lower is better), MoA accuracy (higher)
         out.append(Metric(name, name != "moa_accuracy", lambda s, g, r, name=name: float(s.per_image[name][g].mean())))
     return out
@@ -349,7 +379,8 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
     ladder x metric x n, the rungs' ground-truth paired errors). Only the requests and reference images of the
     largest n are read (the subsamples are nested). `max_n` caps the n of a costly learned space (Inception:
     about 1 s of CPU per 16 images): its features are extracted for the first that many images per perturbation
-    only, and its metrics scored up to that n. Metrics named with a prefix in `no_bootstrap` get their values, rank
+    only, and its metrics scored up to that n; a key that is not a space caps the metrics whose name starts with it
+    (`map_`: copairs takes about 25 s per value at 648 Inception profiles a side on 2 cores). Metrics named with a prefix in `no_bootstrap` get their values, rank
     agreement and floor but no bootstrap (prdc: about a second per value at 648 images a side on 2 cores). `zoom`
     divides every ladder's steps (see `Ladder.zoomed`)."""
     from tqdm.auto import tqdm
@@ -378,7 +409,14 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
     reference = data.images[ref["row"].to_numpy()]
     perts_real = ref["CPD_NAME"].to_numpy()
 
-    caps = {s: min(top, (max_n or {}).get(s, top)) for s in spaces}
+    max_n = dict(max_n or {})
+    caps = {s: min(top, max_n.pop(s, top)) for s in spaces}
+    per_image_names = ["paired_rmse", "paired_morph"] + (["moa_accuracy"] if moa is not None else [])
+    metrics = metrics_for(spaces, per_image_names)
+    for prefix in max_n:  # the rest cap metrics by name: scored up to that n, their features extracted as usual
+        if not any(m.name.startswith(prefix) for m in metrics):
+            raise BenchmarkError(f"calibration: --max-n {prefix}={max_n[prefix]}: neither a feature space scored "
+                                 f"({', '.join(spaces) or 'none'}) nor the start of a metric's name (e.g. map_)")
     for s, cap in caps.items():
         if cap < top and not extractors[s].rgb:
             raise BenchmarkError(f"calibration: --max-n {s}={cap}: only learned (image) spaces can be capped; "
@@ -399,8 +437,7 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
     morph_ref = features("paired morphology", reference, "real reference images", dict(set="reference"))
     morph_truth = features("paired morphology", inputs.truth, "true counterfactuals", dict(set="truth"))
     labels = data.annotations()
-    per_image_names = ["paired_rmse", "paired_morph"] + (["moa_accuracy"] if moa is not None else [])
-    metrics = metrics_for(spaces, per_image_names)
+    controls: dict[str, np.ndarray] = {}
     real_kernels: dict[tuple, np.ndarray] = {}
 
     scored: dict[tuple[str, int], Scored] = {}
@@ -412,6 +449,7 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
             what = f"{ladder.name} rung {k}"
             gen = {s: capped(s, images, rows_gen[s], what, key) for s in spaces}
             gen = {s: scales[s](f) if s in scales else f for s, f in gen.items()}
+            profiles = Profiles(gen, real, controls, np.asarray(keys))
             real_d, gen = dict(real), dict(gen)
             for s in scales:  # hand-made spaces: where the runs take their distances
                 real_d[s], gen[s] = distance_space(real[s], gen[s])
@@ -421,9 +459,17 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
             if moa is not None:
                 per_image["moa_accuracy"] = (moa.predict(images) == labels[perts].to_numpy()).astype(float)
             scored[ladder.name, k] = Scored(gen, real_d, per_image, perts, perts_real, kid_seed=seed,
-                                            real_kernels=real_kernels)
+                                            real_kernels=real_kernels, profiles=profiles)
             rung_rows.append({"ladder": ladder.name, "parameter": ladder.parameter, "rung": k, "value": value,
                               "paired_error": float(per_image["paired_rmse"].mean())})
+
+    for s in spaces:  # after the ladders: the mixing and strength ladders' last rungs already extracted them
+        f = capped(s, inputs.controls, rows_gen[s], "control images", dict(set="controls"))
+        controls[s] = scales[s](f) if s in scales else f
+
+    def scored_at(metric: Metric, n: int) -> bool:
+        return (metric.space is None or n <= caps[metric.space]) and all(
+            n <= cap for prefix, cap in max_n.items() if metric.name.startswith(prefix))
 
     draws = {}
     for n in ns:
@@ -437,7 +483,7 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
         rungs = range(len(ladder.values))
         for n in ns:
             g, r, reps_rows = draws[n]
-            for metric in [m for m in metrics if m.space is None or n <= caps[m.space]]:
+            for metric in [m for m in metrics if scored_at(m, n)]:
                 point = np.array([metric.compute(scored[ladder.name, k], g, r) for k in rungs])
                 skip = metric.name.startswith(tuple(no_bootstrap)) or (metric.whole_set and len(g) > boot_max_images)
                 boot = [] if skip else reps_rows

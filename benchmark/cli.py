@@ -215,7 +215,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     import torch
     provenance = {"task": f"{task.name} (split hash {split_hash[:16]}, plan {data.eval_plan().digest()[:16]})",
                   "seed": args.seed, "bootstrap replicates": args.boot,
-                  "bootstrap of whole-set metrics (overall FD and KID, prdc)": f"up to {BOOT_MAX_IMAGES} images a side "
+                  "bootstrap of whole-set metrics (overall FD and KID, prdc, mAP)": f"up to {BOOT_MAX_IMAGES} images a side "
                   "(their cost grows with the cube of the set; the tables' overall sets have 36 per perturbation)",
                   "KID subsets per value": CALIBRATION_KID_SUBSETS,
                   "not bootstrapped": args.no_bootstrap or "none",
@@ -262,7 +262,7 @@ def _caps(text: str) -> dict[str, int]:
     for part in _csv(text):
         space, _, n = part.partition("=")
         if not n.isdigit() or int(n) < 2:
-            raise argparse.ArgumentTypeError(f"{part!r}: expected SPACE=N with N >= 2, e.g. inception=72")
+            raise argparse.ArgumentTypeError(f"{part!r}: expected SPACE=N or PREFIX=N with N >= 2, e.g. inception=72")
         out[space] = int(n)
     return out
 
@@ -414,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="metrics (name prefixes, e.g. precision,recall,density,coverage) scored without a bootstrap: "
                          "values, rank agreement and floor only (default: none)")
     ca.add_argument("--max-n", type=_caps, default={}, metavar="SPACE=N,...",
-                    help="score a costly image space only up to N per perturbation, e.g. inception=72 (default: none)")
+                    help="score a costly image space only up to N per perturbation, e.g. inception=72, or the metrics "
+                         "whose name starts with a prefix, e.g. map_=36 (default: none)")
     ca.add_argument("--features", default=",".join(DEFAULT_FEATURES), help="feature spaces and scorers")
     ca.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"))
     ca.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"))

@@ -543,6 +543,7 @@ def calibration_section(cal_dir: Path | None, task: str, lb: pd.DataFrame) -> li
         pass
     metrics = [f"{k} [{sp}]" for sp in ("inception", "morphology") for k in ("fid_o", "fid_c", "kid_o", "kid_c")]
     metrics += ["paired_rmse", "paired_morph", "moa_accuracy"]
+    metrics += [f"map_{k} [{sp}]" for sp in ("inception", "morphology") for k in ("activity", "retrieval")]
     table = resolution(summary, n, metrics)
     ladders = [c for c in LADDERS if c in table.columns]
     params = "; ".join(f"{name}: {LADDERS[name].parameter}" for name in ladders)

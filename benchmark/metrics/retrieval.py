@@ -18,16 +18,23 @@ ACTIVE_Q = 0.05  # FDR level at which a perturbation counts as phenotypically ac
 NULL_SIZE = 1000  # permutations behind each mAP p-value
 
 
-def _activity(feats: np.ndarray, perts: np.ndarray, controls: np.ndarray, seed: int) -> pd.DataFrame:
-    """Per perturbation: mAP against the controls, its p-value and FDR-corrected p-value."""
-    from copairs.map import average_precision, mean_average_precision
+def _activity_ap(feats: np.ndarray, perts: np.ndarray, controls: np.ndarray) -> pd.DataFrame:
+    """Each profile's average precision of ranking its perturbation's other profiles above the controls."""
+    from copairs.map import average_precision
 
     meta = pd.DataFrame({"pert": [*map(str, perts), *["__control__"] * len(controls)]})
     # controls are only ever negatives: each its own reference group, so no two of them form a positive pair
     meta["ref"] = np.where(meta["pert"] == "__control__", np.arange(len(meta)), -1)
     ap = average_precision(meta, np.concatenate([feats, controls]), pos_sameby=["pert", "ref"], pos_diffby=[],
                            neg_sameby=[], neg_diffby=["pert", "ref"], progress_bar=False)
-    ap = ap[ap["pert"] != "__control__"]
+    return ap[ap["pert"] != "__control__"]
+
+
+def _activity(feats: np.ndarray, perts: np.ndarray, controls: np.ndarray, seed: int) -> pd.DataFrame:
+    """Per perturbation: mAP against the controls, its p-value and FDR-corrected p-value."""
+    from copairs.map import mean_average_precision
+
+    ap = _activity_ap(feats, perts, controls)
     out = mean_average_precision(ap, sameby=["pert"], null_size=NULL_SIZE, threshold=ACTIVE_Q, seed=seed,
                                  progress_bar=False)
     return out.set_index("pert")
@@ -43,6 +50,17 @@ def _retrieval(gen: np.ndarray, perts_gen: np.ndarray, real: np.ndarray, perts_r
     ap = average_precision(meta, np.concatenate([gen, real]), pos_sameby=["pert"], pos_diffby=["source"],
                            neg_sameby=[], neg_diffby=["pert", "source"], progress_bar=False)
     return ap[ap["source"] == "generated"].groupby("pert")["average_precision"].mean()
+
+
+def activity_map(feats: np.ndarray, perts: np.ndarray, controls: np.ndarray) -> float:
+    """`map_activity` of the overall row (the mean over perturbations of their mAP) without the permutation null
+    behind the p-values: what the calibration recomputes on every rung."""
+    return float(_activity_ap(feats, perts, controls).groupby("pert")["average_precision"].mean().mean())
+
+
+def retrieval_map(gen: np.ndarray, perts_gen: np.ndarray, real: np.ndarray, perts_real: np.ndarray) -> float:
+    """`map_retrieval` of the overall row."""
+    return float(_retrieval(gen, perts_gen, real, perts_real).mean())
 
 
 def map_rows(gen: np.ndarray, perts_gen: np.ndarray, real: np.ndarray, perts_real: np.ndarray,

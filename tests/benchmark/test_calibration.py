@@ -183,3 +183,21 @@ def test_zoom_divides_every_step_and_is_recorded(data_dir, tmp_path, capsys):
     assert json.loads((out / "provenance.json").read_text())["ladder steps"] == "the defaults divided by 4"
     assert main(["calibrate", "--task", "synthetic-tiny", "--zoom", "0.5", "--out", str(out)]) == 2
     assert "expected a finite number >= 1" in capsys.readouterr().err
+
+
+def test_map_is_calibrated_in_each_space_and_capped_by_its_name(data_dir, tmp_path, capsys):
+    from benchmark.cli import main
+
+    out = tmp_path / "cal"
+    assert main(["calibrate", "--task", "synthetic-tiny", "--n", "2,4", "--features", "tiny", "--boot", "3",
+                 "--ladders", "mixing", "--max-n", "map_=2", "--no-bootstrap", "precision,recall,density,coverage",
+                 "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    for name in ("map_activity [tiny]", "map_retrieval [tiny]"):
+        rows = summary[summary["metric"] == name]
+        assert set(rows["n"]) == {2} and (rows["n_boot"] == 3).all() and not rows["lower_is_better"].any()
+        assert np.isfinite(rows["floor"]).all() and 0 < rows["floor"].iloc[0] <= 1
+    assert set(summary[summary["metric"] == "fid_c [tiny]"]["n"]) == {2, 4}
+    assert main(["calibrate", "--task", "synthetic-tiny", "--n", "2", "--features", "tiny", "--max-n", "mAP=2",
+                 "--data-dir", str(data_dir), "--out", str(out)]) == 2
+    assert "--max-n mAP=2: neither a feature space scored (tiny) nor the start of a metric" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from benchmark.metrics.retrieval import map_rows
+from benchmark.metrics.retrieval import activity_map, map_rows, retrieval_map
 
 
 def rows_by(rows):
@@ -29,3 +29,16 @@ def test_separated_profiles_have_map_one_and_exchangeable_ones_sit_at_the_null()
     # retrieval against the real cells: "far" cells find their own perfectly; "same" cells rank "far" reals last
     assert out[("map_retrieval", "far")] == pytest.approx(1.0)
     assert out[("map_activity_real", "far")] == pytest.approx(out[("map_activity", "far")])
+
+
+def test_the_calibrations_map_without_a_null_equals_the_overall_rows():
+    rng = np.random.default_rng(1)
+    perts = np.repeat(np.array(["a", "b", "c"]), 6)
+    gen = rng.normal(0, 1, (18, 8)) + 2 * np.eye(8)[np.repeat([0, 1, 2], 6)]
+    real = rng.normal(0, 1, (18, 8)) + 2 * np.eye(8)[np.repeat([0, 1, 2], 6)]
+    controls = rng.normal(0, 1, (30, 8))
+    out = rows_by(map_rows(gen, perts, real, perts, controls, "x", "all", "sha", seed=0))
+    assert activity_map(gen, perts, controls) == pytest.approx(out[("map_activity", "")])
+    assert retrieval_map(gen, perts, real, perts) == pytest.approx(out[("map_retrieval", "")])
+    mixed = gen[np.random.default_rng(2).permutation(18)]  # the perturbations' profiles shuffled across them
+    assert activity_map(mixed, perts, controls) < activity_map(gen, perts, controls) - 0.1
