@@ -13,6 +13,14 @@ from benchmark.calibration import (LADDERS, KernelKID, LadderInputs, _Features, 
                                    resolution, resolved_rung, rung_table, subsample)
 
 
+def calibrate_tiny(data_dir, out, *args: str) -> int:
+    """`calibrate` on the tiny screen in the tiny feature space, prdc without a bootstrap (the CLI's exit code)."""
+    from benchmark.cli import main
+
+    return main(["calibrate", "--task", "synthetic-tiny", "--features", "tiny", "--no-bootstrap",
+                 "precision,recall,density,coverage", "--data-dir", str(data_dir), "--out", str(out), *args])
+
+
 @pytest.fixture(scope="module")
 def inputs(tiny_data) -> LadderInputs:
     req = tiny_data.eval_plan().requests
@@ -155,10 +163,9 @@ def test_the_recommended_n_is_where_more_images_stop_resolving_finer_steps():
 def test_a_capped_space_is_scored_up_to_its_n_only(data_dir, tmp_path):
     from benchmark.cli import main
 
-    out = tmp_path / "cal"
-    assert main(["calibrate", "--task", "synthetic-tiny", "--n", "2,4", "--features", "tiny", "--max-n", "tiny=2",
-                 "--boot", "5", "--ladders", "blur", "--no-bootstrap", "precision,recall", "--data-dir", str(data_dir),
-                 "--out", str(out)]) == 0
+    out = tmp_path / "cal"  # the last --no-bootstrap wins: density and coverage bootstrapped
+    assert calibrate_tiny(data_dir, out, "--n", "2,4", "--max-n", "tiny=2", "--boot", "5", "--ladders", "blur",
+                          "--no-bootstrap", "precision,recall") == 0
     summary = pd.read_csv(out / "summary.csv")
     assert (summary[summary["metric"] == "recall [tiny]"]["n_boot"] == 0).all()
     assert (summary[summary["metric"] == "fid_c [tiny]"]["n_boot"] == 5).all()
@@ -175,9 +182,7 @@ def test_zoom_divides_every_step_and_is_recorded(data_dir, tmp_path, capsys):
     from benchmark.cli import main
 
     out = tmp_path / "fine"
-    assert main(["calibrate", "--task", "synthetic-tiny", "--n", "2", "--features", "tiny", "--boot", "2",
-                 "--ladders", "blur", "--no-bootstrap", "precision,recall,density,coverage", "--zoom", "4",
-                 "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    assert calibrate_tiny(data_dir, out, "--n", "2", "--boot", "2", "--ladders", "blur", "--zoom", "4") == 0
     rungs = pd.read_csv(out / "rungs.csv")
     assert np.allclose(rungs["value"], np.array(LADDERS["blur"].values) / 4)
     assert json.loads((out / "provenance.json").read_text())["ladder steps"] == "the defaults divided by 4"
@@ -186,18 +191,13 @@ def test_zoom_divides_every_step_and_is_recorded(data_dir, tmp_path, capsys):
 
 
 def test_map_is_calibrated_in_each_space_and_capped_by_its_name(data_dir, tmp_path, capsys):
-    from benchmark.cli import main
-
     out = tmp_path / "cal"
-    assert main(["calibrate", "--task", "synthetic-tiny", "--n", "2,4", "--features", "tiny", "--boot", "3",
-                 "--ladders", "mixing", "--max-n", "map_=2", "--no-bootstrap", "precision,recall,density,coverage",
-                 "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    assert calibrate_tiny(data_dir, out, "--n", "2,4", "--boot", "3", "--ladders", "mixing", "--max-n", "map_=2") == 0
     summary = pd.read_csv(out / "summary.csv")
     for name in ("map_activity [tiny]", "map_retrieval [tiny]"):
         rows = summary[summary["metric"] == name]
         assert set(rows["n"]) == {2} and (rows["n_boot"] == 3).all() and not rows["lower_is_better"].any()
         assert np.isfinite(rows["floor"]).all() and 0 < rows["floor"].iloc[0] <= 1
     assert set(summary[summary["metric"] == "fid_c [tiny]"]["n"]) == {2, 4}
-    assert main(["calibrate", "--task", "synthetic-tiny", "--n", "2", "--features", "tiny", "--max-n", "mAP=2",
-                 "--data-dir", str(data_dir), "--out", str(out)]) == 2
+    assert calibrate_tiny(data_dir, out, "--n", "2", "--max-n", "mAP=2") == 2
     assert "--max-n mAP=2: neither a feature space scored (tiny) nor the start of a metric" in capsys.readouterr().err
