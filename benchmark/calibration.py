@@ -380,9 +380,9 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
     largest n are read (the subsamples are nested). `max_n` caps the n of a costly learned space (Inception:
     about 1 s of CPU per 16 images): its features are extracted for the first that many images per perturbation
     only, and its metrics scored up to that n; a key that is not a space caps the metrics whose name starts with it
-    (`map_`: copairs takes about 25 s per value at 648 Inception profiles a side on 2 cores). Metrics named with a prefix in `no_bootstrap` get their values, rank
-    agreement and floor but no bootstrap (prdc: about a second per value at 648 images a side on 2 cores). `zoom`
-    divides every ladder's steps (see `Ladder.zoomed`)."""
+    (`map_`: copairs takes about 25 s per value at 648 Inception profiles a side on 2 cores). Metrics named with a
+    prefix in `no_bootstrap` get their values, rank agreement and floor but no bootstrap (prdc: about a second per
+    value at 648 images a side on 2 cores). `zoom` divides every ladder's steps (see `Ladder.zoomed`)."""
     from tqdm.auto import tqdm
 
     from benchmark.metrics.evaluate import ReferenceScale, distance_space, morphology_distance, pixel_rmse
@@ -438,6 +438,7 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
     morph_truth = features("paired morphology", inputs.truth, "true counterfactuals", dict(set="truth"))
     labels = data.annotations()
     controls: dict[str, np.ndarray] = {}
+    control_keys = np.asarray(keys)
     real_kernels: dict[tuple, np.ndarray] = {}
 
     scored: dict[tuple[str, int], Scored] = {}
@@ -449,7 +450,7 @@ def calibrate(data, ns: list[int], spaces: list[str], ctx, cache, seed: int = 0,
             what = f"{ladder.name} rung {k}"
             gen = {s: capped(s, images, rows_gen[s], what, key) for s in spaces}
             gen = {s: scales[s](f) if s in scales else f for s, f in gen.items()}
-            profiles = Profiles(gen, real, controls, np.asarray(keys))
+            profiles = Profiles(gen, real, controls, control_keys)
             real_d, gen = dict(real), dict(gen)
             for s in scales:  # hand-made spaces: where the runs take their distances
                 real_d[s], gen[s] = distance_space(real[s], gen[s])

@@ -215,8 +215,9 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     import torch
     provenance = {"task": f"{task.name} (split hash {split_hash[:16]}, plan {data.eval_plan().digest()[:16]})",
                   "seed": args.seed, "bootstrap replicates": args.boot,
-                  "bootstrap of whole-set metrics (overall FD and KID, prdc, mAP)": f"up to {BOOT_MAX_IMAGES} images a side "
-                  "(their cost grows with the cube of the set; the tables' overall sets have 36 per perturbation)",
+                  "bootstrap of whole-set metrics (overall FD and KID, prdc, mAP)":
+                      f"up to {BOOT_MAX_IMAGES} images a side (their cost grows with the cube of the set; the "
+                      "tables' overall sets have 36 per perturbation)",
                   "KID subsets per value": CALIBRATION_KID_SUBSETS,
                   "not bootstrapped": args.no_bootstrap or "none",
                   "ladder steps": "the defaults" if args.zoom == 1 else f"the defaults divided by {args.zoom:g}",
