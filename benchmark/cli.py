@@ -1,4 +1,4 @@
-"""`python -m benchmark list | prepare | run | report | calibrate | trajectory | sweep | status`."""
+"""`python -m benchmark list | prepare | run | plan | score | report | calibrate | trajectory | sweep | status`."""
 
 from __future__ import annotations
 
@@ -53,6 +53,20 @@ def _check_names(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    from benchmark.external import EXTERNAL
+
+    if args.method == EXTERNAL:  # images scored from elsewhere: only their stored images can be scored again
+        if args.from_run is None or not args.reuse_generated or args.set:
+            raise BenchmarkError(f"--method {EXTERNAL}: images made elsewhere are scored with `score`; a stored "
+                                 "external run is scored again with --from-run RUN_DIR --reuse-generated (no --set)")
+        from benchmark.runner import ScoreConfig, score
+        from benchmark.store import read_manifest
+
+        stored = read_manifest(args.from_run)
+        _print_run(score(ScoreConfig(task=args.task, name=stored.variant, seed=stored.seed, from_run=args.from_run,
+                                     features=_features(args), data_dir=args.data_dir, out=args.out,
+                                     inception_weights=args.inception_weights, channel_rule=args.channel_rule)))
+        return
     _check_names(args)
     if args.processes > 1 and "WORLD_SIZE" not in os.environ:  # become a process group through torchrun
         import socket
@@ -75,20 +89,32 @@ def cmd_run(args: argparse.Namespace) -> None:
     from benchmark.runner import RunConfig, run
 
     cfg = RunConfig(method=args.method, task=args.task, seed=args.seed, out=args.out, data_dir=args.data_dir,
-                    profile=args.profile, overrides=args.set or [], features=tuple(f for f in args.features.split(",") if f),
+                    profile=args.profile, overrides=args.set or [], features=_features(args),
                     inception_weights=args.inception_weights, workdir=args.workdir,
                     from_run=args.from_run, reuse_generated=args.reuse_generated,
                     channel_rule=args.channel_rule)
     path = run(cfg)
     if path is None:  # a helper process of a group: the main one reports
         return
+    _print_run(path)
+
+
+def _features(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(f for f in args.features.split(",") if f)
+
+
+def _print_run(path: Path) -> None:
+    """A recorded run's overall rows, each with what produced it."""
     from benchmark.store import Run, read_manifest
 
-    m = Run(path, read_manifest(path)).summary()
-    print(f"run {path.name} recorded in {path}")
+    manifest = read_manifest(path)
+    m = Run(path, manifest).summary()
+    print(f"run {path.name} recorded in {path} ({manifest.model_source}, seed {manifest.seed}, "
+          f"{manifest.eval_split} split)")
     for r in m.itertuples(index=False):
+        seed = int(r.metric_seed) if r.metric_seed == r.metric_seed else "-"  # NaN: no random choice
         print(f"  {r.metric:13s} [{r.feature_space:10s}] {r.value:10.4g}  {_spread(r)}(n_gen={r.n_gen}, "
-              f"n_real={r.n_real}, rule={r.channel_rule}, seed={r.metric_seed})")
+              f"n_real={r.n_real}, rule={r.channel_rule}, seed={seed})")
 
 
 def _spread(row) -> str:
@@ -99,11 +125,31 @@ def _spread(row) -> str:
     if row.std == row.std:
         if row.metric.endswith("_c"):
             parts.append(f"sd over perturbations {row.std:.3g}")
-        elif row.metric.startswith("kid"):  # 0 up to rounding where a subset is the whole set
-            parts.append(f"sd over KID subsets {row.std if abs(row.std) > 1e-12 else 0:.3g}")
+        elif row.metric.startswith("kid"):  # NaN where every subset is the whole of both sets
+            parts.append(f"sd over KID subsets {row.std:.3g}")
         elif not parts:
             parts.append(f"standard error {row.std:.3g}")
     return "".join(p + "  " for p in parts)
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    from benchmark.external import write_plan
+
+    TASKS.check(args.task)
+    record = write_plan(TASKS.get(args.task).load(args.data_dir), args.split, args.out)
+    print(f"plan of {record['task']} ({record['split']} split): {record['n']} requests of {record['image_size']} px, "
+          f"channels {', '.join(record['channels'])}, digest {record['plan_sha256'][:16]}, written to {args.out}; "
+          f"what to write back: {args.out / 'README.md'}")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from benchmark.runner import ScoreConfig, score
+
+    TASKS.check(args.task)
+    _print_run(score(ScoreConfig(task=args.task, name=args.name, images=args.images, describe=args.describe,
+                                 seed=args.seed, features=_features(args), data_dir=args.data_dir, out=args.out,
+                                 inception_weights=args.inception_weights, plan=args.plan, split=args.split,
+                                 channel_rule=args.channel_rule)))
 
 
 def cmd_describe(args: argparse.Namespace) -> None:
@@ -139,7 +185,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         return
     sub = sweep.submit(specs, launcher=args.launcher, sweeps=args.sweeps, runs=args.out, data_dir=args.data_dir,
                        name=args.name, max_parallel=args.max_parallel, allow_dirty=args.allow_dirty,
-                       timeout_min=args.timeout_min)
+                       timeout_min=args.timeout_min, rerun=args.rerun)
     print(f"sweep {sub.sweep_dir}: {len(sub.jobs)} submitted, {len(sub.skipped)} already done")
     if not args.no_wait:
         sweep.wait(sub)
@@ -350,6 +396,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --from-run: score that run's generated images as they are (e.g. in Inception space); "
                         "its model/ is not needed")
     r.set_defaults(fn=cmd_run)
+    pl = sub.add_parser("plan", help="export what outside code needs to generate a task's evaluation images "
+                                     "(requests, control images, embeddings; no reference image)")
+    pl.add_argument("--task", required=True, help=f"one of: {_names('task')}")
+    pl.add_argument("--out", type=Path, required=True, help="a new or empty folder, or an earlier plan's")
+    pl.add_argument("--split", default="test", choices=["test", "val"],
+                    help="test: the leaderboard's plan (default); val: the whole validation split, for choosing "
+                         "checkpoints and settings")
+    pl.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"))
+    pl.set_defaults(fn=cmd_plan)
+    sc = sub.add_parser("score", help="score images generated elsewhere for a plan and record them as a run")
+    sc.add_argument("--task", required=True, help=f"one of: {_names('task')}")
+    sc.add_argument("--images", type=Path, required=True,
+                    help="an .npy/.npz array (N, H, W, C) uint8, or a folder of PNG/TIFF files named by request index")
+    sc.add_argument("--name", required=True, help="the row label of these images in the report (not a method name)")
+    sc.add_argument("--describe", default="", help="what made the images (model, checkpoint, sampler), recorded")
+    sc.add_argument("--seed", type=_seed, default=0, help="the seed the images were generated with (default: 0)")
+    sc.add_argument("--plan", type=Path, default=None,
+                    help="the plan.json the images were made for (default: the one beside or inside --images)")
+    sc.add_argument("--split", default=None, choices=["test", "val"],
+                    help="the plan's split (default: the plan file's, else test)")
+    sc.add_argument("--features", default=",".join(DEFAULT_FEATURES),
+                    help="comma-separated feature spaces; moa = MoA accuracy (tasks with MoA labels)")
+    sc.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"))
+    sc.add_argument("--channel-rule", default=None, help="how channels reach 3-channel extractors (default: the task's)")
+    sc.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"))
+    sc.add_argument("--out", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"), help="run store (default: runs/)")
+    sc.set_defaults(fn=cmd_score)
     de = sub.add_parser("describe", help="a method's resolved config, parameters and FLOPs per network for a task "
                                          "(no data needed)")
     de.add_argument("--method", required=True, help=f"one of: {_names('method')}")
@@ -379,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--timeout-min", type=float, default=None, help="time limit per job (default: the method's)")
     sw.add_argument("--allow-dirty", action="store_true", help="submit to SLURM from a tree with uncommitted changes")
     sw.add_argument("--no-wait", action="store_true", help="return after submitting")
+    sw.add_argument("--rerun", action="store_true",
+                    help="submit every job, even those whose result is in the store for this code and data")
     sw.set_defaults(fn=cmd_sweep)
     st = sub.add_parser("status", help="planned / running / done / failed jobs of a sweep")
     st.add_argument("sweep", type=Path, nargs="?", default=None,

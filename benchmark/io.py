@@ -74,11 +74,21 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def git_sha(cwd: Path | None = None) -> dict[str, Any]:
-    """The code version that produced a number: commit and whether the tree was dirty."""
+    """The code version that produced a number: commit, whether the tree was dirty and, if it was, a hash of its
+    uncommitted changes (`git diff HEAD` and the untracked files' names), so two dirty trees can be told apart."""
     cwd = Path(cwd or Path(__file__).resolve().parent.parent)
+    git = lambda *a: subprocess.run(["git", *a], cwd=cwd, capture_output=True, check=True).stdout  # noqa: E731
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip())
+        sha = git("rev-parse", "HEAD").decode().strip()
+        status = git("status", "--porcelain")
+        diff = git("diff", "HEAD", "--binary") + git("ls-files", "--others", "--exclude-standard") if status else b""
     except (OSError, subprocess.CalledProcessError):
-        return {"git_sha": "unknown", "git_dirty": None}
-    return {"git_sha": sha, "git_dirty": dirty}
+        return {"git_sha": "unknown", "git_dirty": None, "git_diff_sha256": None}
+    return {"git_sha": sha, "git_dirty": bool(status.strip()), "git_diff_sha256": sha256_bytes(diff) if diff else None}
+
+
+def code_version(git: dict[str, Any]) -> str:
+    """One string for a `git_sha()` record: the commit, and the hash of uncommitted changes where there were any."""
+    if not git.get("git_dirty"):
+        return str(git.get("git_sha"))
+    return f"{git.get('git_sha')}+{(git.get('git_diff_sha256') or 'dirty')[:16]}"

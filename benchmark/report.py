@@ -19,6 +19,7 @@ import pandas as pd
 
 from benchmark import io
 from benchmark.errors import BenchmarkError
+from benchmark.external import EXTERNAL
 from benchmark.metrics.stats import friedman, paired_comparison, t_half_width
 from benchmark.store import RunStore
 
@@ -79,6 +80,8 @@ def _fmt(v: float, sd: float, n: int, lo: float = np.nan, hi: float = np.nan) ->
 
 
 def _label(method: str, variant: str) -> str:
+    if method == EXTERNAL:  # images made elsewhere: the name they were scored under
+        return f"{variant} (scored from images)"
     return method if variant in ("", "default") else f"{method} ({variant})"
 
 
@@ -366,8 +369,12 @@ def run_list(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
             continue
         fit = m.fit
         trained = fit.get("trained_with", fit)
-        how = ("trained in this run" if "from_run" not in fit else f"images of run {fit['from_run']} scored again"
-               if "generated_by" in fit else f"model of run {fit['from_run']} scored")
+        if m.model_source == "scored from images":
+            how = (f"scored from images ({fit.get('format', '?')}, sha256 {str(fit.get('images_sha256', ''))[:12]})"
+                   + (f": {fit['description']}" if fit.get("description") else ""))
+        else:
+            how = ("trained in this run" if "from_run" not in fit else f"images of run {fit['from_run']} scored "
+                   "again" if "generated_by" in fit else f"model of run {fit['from_run']} scored")
         kept = trained.get("selected", {})
         rows.append({"label": labels.get((m.method, m.variant, m.config_hash), m.method), "run_id": m.run_id,
                      "seed": m.seed, "profile": m.profile or "default", "overrides": " ".join(m.overrides) or "-",
@@ -423,8 +430,11 @@ def training_table(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
             continue
         metric = trained["curve_monitor"]["selection_metric"]
         sel = trained.get("selected", {})
+        # the images behind the weights that were scored: up to the kept checkpoint, not the whole run
+        kept = [p["images"] for p in trained["curve"] if p["step"] == sel.get("step")]
         rows.append({"label": labels.get((m.method, m.variant, m.config_hash), m.method), "seed": m.seed,
-                     "images": trained["curve"][-1]["images"], "train_s": trained.get("train_s", np.nan),
+                     "images": kept[0] if kept else trained["curve"][-1]["images"],
+                     "train_s": trained.get("train_s", np.nan),
                      "device": f"{trained.get('device', '-')}"
                                + (f" x{m.torch_threads} threads" if "trained_with" not in m.fit else ""),
                      "metric": metric, "change": last_quarter_change(trained["curve"], metric),
@@ -436,7 +446,8 @@ def training_table(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
     for label, g in df.groupby("label", sort=False):
         worst = g["change"].iloc[int(np.nanargmax(np.abs(g["change"].to_numpy())))] if g["change"].notna().any() \
             else np.nan
-        out.append({"method": label, "images seen": int(g["images"].max()), "train min": g["train_s"].mean() / 60,
+        lo, hi = int(g["images"].min()), int(g["images"].max())
+        out.append({"method": label, "images seen": lo if lo == hi else f"{lo}-{hi}", "train min": g["train_s"].mean() / 60,
                     "device": ",".join(sorted(set(g["device"]))), "selection metric": g["metric"].iloc[0],
                     "kept": ",".join(dict.fromkeys(g["kept"])), "val change, last quarter": worst,
                     "converged": "-" if pd.isna(worst) else "yes" if abs(worst) <= CONVERGED else "not converged"})
@@ -567,7 +578,8 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
            sample_perts: list[str] | None = None, calibration: Path | None = None) -> list[Path]:
     """Tables (always) and figures (where `data_dir` holds the tasks' data) from the run store; with `calibration`
     (a `calibrate` output), what each metric resolves under the simulated screen's tables."""
-    runs = RunStore(runs_dir).runs()
+    # images scored on the validation split are for choosing checkpoints and settings, never for the leaderboard
+    runs = [r for r in RunStore(runs_dir).runs() if r.manifest.eval_split == "test"]
     lb = leaderboard(runs)
     results_dir = Path(results_dir)
     written = [results_dir / "leaderboard.csv"]
@@ -581,8 +593,9 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
               "Values are means over seeds ± the half-width of the 95% t interval over seeds; for one seed, "
               "[the 95% bootstrap interval over images].\n", to_markdown(fmt)]
         if not training.empty:
-            md.append(f"\nTrained rows: images seen in training, training minutes (mean over seeds, the curve's "
-                      f"scoring left out), device, and the relative change of the validation selection metric over "
+            md.append(f"\nTrained rows: images seen in training up to the checkpoint that was kept and scored (a "
+                      f"range where seeds kept different ones), minutes of the whole run's training (mean over seeds, "
+                      f"the curve's scoring left out), device, and the relative change of the validation selection metric over "
                       f"the last quarter of training (the largest over seeds): beyond {CONVERGED:.0%} the row is "
                       f"marked not converged. Curves: `learning_curves.png`.\n")
             io.write_csv(d / "training.csv", training)

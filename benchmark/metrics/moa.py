@@ -129,10 +129,22 @@ def moa_label(obs: pd.DataFrame, control: str) -> np.ndarray:
     return np.where(obs["STATE"].to_numpy() == "control", control, obs["ANNOT"].astype(str).to_numpy())
 
 
+def recipe() -> dict[str, str | int]:
+    """What decides a classifier's weights besides its data and config: the training code itself, the thread count
+    it trains on, and the libraries that run it. A cached classifier is reused only if all of these match."""
+    import inspect
+
+    import timm
+
+    code = "".join(inspect.getsource(f) for f in (MoAClassifier.fit, MoAClassifier._train, MoAClassifier._build))
+    return {"code_sha256": io.sha256_bytes(code.encode())[:16], "threads": CLASSIFIER_THREADS,
+            "torch": torch.__version__, "timm": timm.__version__}
+
+
 def classifier_for(data, cache_dir: Path, split_hash: str, config: MoAConfig = MoAConfig()) -> MoAClassifier:
     """Train (once, then cached) the task's classifier on its real training images."""
     key = io.sha256_bytes(json.dumps({"task": data.task.name, "version": data.task.version, "split": split_hash,
-                                      "config": asdict(config)}, sort_keys=True).encode())[:20]
+                                      "config": asdict(config), "recipe": recipe()}, sort_keys=True).encode())[:20]
     path = Path(cache_dir) / "moa" / f"{key}.pt"
     if path.is_file():
         return MoAClassifier.load(path)

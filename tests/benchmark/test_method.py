@@ -128,8 +128,15 @@ def fitted(request, registered, without_unseen, tiny_data, requests, tmp_path_fa
 
 
 def test_fit_returns_a_summary_a_manifest_can_hold(fitted):
+    """The summary goes into the run's manifest as it is: plain JSON (the manifest writer would turn a numpy
+    scalar or an array into a string), so it reads back equal."""
+    from benchmark.store import Manifest
+
     method, summary = fitted
-    json.dumps(summary)
+    assert isinstance(summary, dict)
+    plain = json.loads(json.dumps(summary))  # raises on a value JSON cannot hold
+    written = json.dumps(Manifest(run_id="r", method=method.name, task={}, seed=0, fit=summary).to_json(), default=str)
+    assert json.loads(written)["fit"] == plain
     if isinstance(method, TorchMethod):
         assert summary["steps"] > 0 and summary["batch"]["effective"] == method.config.batch_size
         assert all(np.isfinite(summary[f"{c}_last_50"]) for c in method.history_columns)

@@ -171,8 +171,9 @@ def test_the_committed_results_are_regenerated_from_their_run_records(tmp_path):
     """`results/` is a function of `results/runs/` (manifest and metric rows of each run): from an empty directory
     holding only the figures that needed the runs' images (drawn when the reference was made) and the list of the
     last report's files, `report` writes every table again, byte for byte. The PNGs the report draws from records
-    (heatmaps, critical-difference diagrams) are compared by their pixel size: their bytes depend on the
-    renderer's build."""
+    (heatmaps, critical-difference diagrams, learning curves) are compared pixel for pixel, decoded (their bytes
+    also depend on the PNG encoder's build; matplotlib and seaborn are pinned)."""
+    import numpy as np
     from PIL import Image
 
     committed = ROOT / "results"
@@ -187,7 +188,8 @@ def test_the_committed_results_are_regenerated_from_their_run_records(tmp_path):
     assert sorted(got) == sorted(want)
     for name in want:
         if name.endswith(".png") and not name.startswith("figures/"):
-            assert Image.open(copy / name).size == Image.open(committed / name).size, name
+            pixels = [np.asarray(Image.open(root / name).convert("RGBA")) for root in (copy, committed)]
+            assert pixels[0].shape == pixels[1].shape and np.array_equal(*pixels), name
         else:
             assert got[name] == want[name], name
 

@@ -100,3 +100,19 @@ def test_training_and_its_curve_never_read_a_test_image(tiny_data, tmp_path):
     assert curve_a == curve_b and kept_a == kept_b and len(curve_a) >= 4
     assert all(torch.equal(a, b) for a, b in zip(w_a, w_b))
     assert not np.array_equal(corrupted.images[test], tiny_data.images[test])  # the corruption took
+
+
+def test_every_pinned_package_is_recorded_in_each_manifest():
+    """What is pinned exactly decides numbers or runs, so every run's manifest says which version ran."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from benchmark.runner import versions
+
+    deps = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["dependencies"]
+    pinned = [re.split(r"[=<>!~ ]", d)[0].lower() for d in deps if "==" in d]
+    recorded = versions()
+    assert len(pinned) >= 10
+    for name in pinned:
+        assert recorded.get(name, "not installed") != "not installed", name

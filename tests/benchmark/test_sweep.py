@@ -8,7 +8,7 @@ import time
 import pandas as pd
 import pytest
 
-from benchmark import sweep
+from benchmark import io, sweep
 from benchmark.cli import main
 from benchmark.errors import BenchmarkError
 
@@ -54,6 +54,7 @@ def test_local_sweep_completes_resumes_to_nothing_and_reports_all(tmp_path, data
     assert "4 submitted, 0 already done" in capsys.readouterr().out
     assert _sweep(tmp_path, data_dir) == 0  # the same plan again: every result exists
     assert "0 submitted, 4 already done" in capsys.readouterr().out
+    assert sweep.finished_runs(tmp_path / "runs", io.code_version(io.git_sha()), {}) == {}  # other data: not done
     assert main(["report", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]) == 0
     board = pd.concat(pd.read_csv(p) for p in (tmp_path / "results").rglob("leaderboard*.csv"))
     shown = set(zip(board["method"], board["task"]))
@@ -111,3 +112,19 @@ def test_a_job_of_two_tasks_trains_in_one_process_group(tmp_path, data_dir, tiny
     assert fit["processes"] == 2 and fit["batch"] == {"devices": 2, "per_device": 2, "accumulation": 1, "effective": 4}
     assert sweep.plan(["cellflow"], ["synthetic"], [0], resources=["cellflow.gpus=4,nodes=2"])[0].resources == {
         **sweep.METHODS.get("cellflow").resources, "gpus": 4, "nodes": 2}
+
+
+def test_a_result_of_other_code_or_data_is_run_again_and_rerun_forces_all(tmp_path, data_dir, tiny_data, capsys,
+                                                                         monkeypatch):
+    """"Done" means the same spec, code version and data: a fix makes a sweep run its jobs again."""
+    assert _sweep(tmp_path, data_dir) == 0
+    capsys.readouterr()
+    real = io.git_sha()
+    monkeypatch.setattr(io, "git_sha", lambda cwd=None: {**real, "git_sha": "0" * 40, "git_dirty": False})
+    one = ["--methods", "identity", "--tasks", "synthetic-tiny", "--launcher", "debug"]  # in this process: patched
+    assert _sweep(tmp_path, data_dir, *one) == 0
+    assert "1 submitted, 0 already done" in capsys.readouterr().out
+    assert _sweep(tmp_path, data_dir, *one) == 0
+    assert "0 submitted, 1 already done" in capsys.readouterr().out  # the run just made under that code
+    assert _sweep(tmp_path, data_dir, *one, "--rerun") == 0
+    assert "1 submitted, 0 already done" in capsys.readouterr().out

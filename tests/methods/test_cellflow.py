@@ -90,17 +90,17 @@ def test_reverse_of_forward_returns_the_input_at_high_nfe(fitted, make_request):
     assert torch.equal(frames[0.0], req.controls)
 
 
-def test_killed_run_resumes_to_the_same_step_and_weights(train_data, tmp_path):
+def test_killed_run_resumes_to_the_same_step_and_weights(train_data, tmp_path, monkeypatch):
     data = train_data
     full = CellFlow(CellFlowConfig(steps=20, **SMALL))
     full.fit(data, seed=3, workdir=tmp_path / "full")
-    # "killed" after its step-10 checkpoint, then started again in the same workdir
-    first = CellFlow(CellFlowConfig(steps=10, **SMALL))
-    first.fit(data, seed=3, workdir=tmp_path / "cut")
+    # killed mid-run, right after its step-10 checkpoint, then started again in the same workdir
+    with killed_after_checkpoint(monkeypatch, 10):
+        CellFlow(CellFlowConfig(steps=20, **SMALL)).fit(data, seed=3, workdir=tmp_path / "cut")
     assert (tmp_path / "cut" / "checkpoint.pt").is_file()
     resumed = CellFlow(CellFlowConfig(steps=20, **SMALL))
     summary = resumed.fit(data, seed=3, workdir=tmp_path / "cut")
-    assert summary["steps"] == 20
+    assert summary["steps"] == 20 and summary["resumed_from"] == 10
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
     assert not list((tmp_path / "cut").glob("*.tmp"))

@@ -51,6 +51,11 @@ def test_per_batch_decisions_are_made_per_group_of_the_official_per_gpu_batch():
     assert 0.4 < groups.mean() < 0.6 and (groups.std(0) > 0).all()  # groups vary independently of each other
 
 
-@pytest.mark.parametrize("profile", ["quick", "paper"])
-def test_the_other_profiles_keep_the_compact_field(profile):
-    assert PROFILES[profile].get("arch", "compact") == "compact"
+@pytest.mark.parametrize("profile,field", [("quick", "UNet"), ("paper", "UNet"), ("official", "AdmUNet")])
+def test_the_other_profiles_keep_the_compact_field(profile, field):
+    """The network each profile builds, not what its dict says: only `official` builds the ADM field."""
+    from benchmark.method import config_from_overrides
+
+    method = CellFlow(config_from_overrides(CellFlowConfig, PROFILES[profile], []))
+    net, _ = method.networks(3, 16, 8, 2)["field"]
+    assert type(net).__name__ == field

@@ -83,15 +83,18 @@ def test_inference_z_is_the_mean_of_draws_or_their_quantile():
     assert torch.allclose(q, draws.quantile(0.75, dim=0)) and (q > 0).all()
 
 
-def test_resume_continues_the_diversity_schedule_and_weights(train_data, tmp_path):
+def test_resume_continues_the_diversity_schedule_and_weights(train_data, tmp_path, monkeypatch):
+    from .conftest import killed_after_checkpoint
+
     full = IMPA(IMPAConfig(steps=10, **SMALL))
     s_full = full.fit(train_data, seed=3, workdir=tmp_path / "full")
-    IMPA(IMPAConfig(steps=5, **SMALL)).fit(train_data, seed=3, workdir=tmp_path / "cut")
+    with killed_after_checkpoint(monkeypatch, 5):  # mid-run, right after its step-5 checkpoint
+        IMPA(IMPAConfig(steps=10, **SMALL)).fit(train_data, seed=3, workdir=tmp_path / "cut")
     state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 5 and state["history"][-1][3] == pytest.approx(1 - 4 / 20)  # the weight of step 4
     resumed = IMPA(IMPAConfig(steps=10, **SMALL))
     s_res = resumed.fit(train_data, seed=3, workdir=tmp_path / "cut")
-    assert s_res["steps"] == 10 and s_res["lambda_ds_last_50"] == pytest.approx(np.mean([1 - i / 20 for i in range(10)]))
+    assert s_res["steps"] == 10 and s_res["resumed_from"] == 5 and s_res["lambda_ds_last_50"] == pytest.approx(np.mean([1 - i / 20 for i in range(10)]))
     assert s_res["d_loss_last_50"] == s_full["d_loss_last_50"]
     for a, b in zip(full.nets.state_dict().values(), resumed.nets.state_dict().values()):
         assert torch.equal(a, b)

@@ -101,12 +101,16 @@ def test_classes_control_and_null_are_distinct_conditions(fitted, make_request):
     assert all((outs[i] - outs[j]).abs().max() > 1e-5 for i, j in ((0, 1), (0, 2), (1, 2)))
 
 
-def test_killed_run_resumes_to_the_same_weights(train_data, tmp_path):
+def test_killed_run_resumes_to_the_same_weights(train_data, tmp_path, monkeypatch):
+    from .conftest import killed_after_checkpoint
+
     full = PhenDiff(PhenDiffConfig(steps=10, **SMALL))
     full.fit(train_data, seed=3, workdir=tmp_path / "full")
-    PhenDiff(PhenDiffConfig(steps=5, **SMALL)).fit(train_data, seed=3, workdir=tmp_path / "cut")
+    with killed_after_checkpoint(monkeypatch, 5):  # mid-run, right after its step-5 checkpoint
+        PhenDiff(PhenDiffConfig(steps=10, **SMALL)).fit(train_data, seed=3, workdir=tmp_path / "cut")
     resumed = PhenDiff(PhenDiffConfig(steps=10, **SMALL))
-    assert resumed.fit(train_data, seed=3, workdir=tmp_path / "cut")["steps"] == 10
+    summary = resumed.fit(train_data, seed=3, workdir=tmp_path / "cut")
+    assert summary["steps"] == 10 and summary["resumed_from"] == 5
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
     for a, b in zip(full.ema.shadow_params, resumed.ema.shadow_params):

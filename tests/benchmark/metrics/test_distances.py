@@ -60,6 +60,16 @@ def test_kid_equals_torch_fidelity_and_hand_computation(rng):
     assert kid(a2, b2, seed=0)[0] == pytest.approx(mmd, rel=1e-9)
 
 
+def test_kid_of_whole_sets_has_no_spread_over_subsets(rng):
+    """Subsets as large as both sets are the whole sets: one value, no std (it was 1e-16, posing as a spread);
+    a larger set of one side still gives subsets that differ, and a spread."""
+    a, b = rng.normal(size=(30, 5)), rng.normal(loc=0.3, size=(30, 5))
+    assert np.isnan(kid(a, b, seed=0)[1])
+    c = rng.normal(loc=0.3, size=(45, 5))
+    mean, std, size = kid(a, c, seed=0)
+    assert size == 30 and std > 1e-6 * abs(mean)
+
+
 def test_kid_c_of_a_class_does_not_change_when_another_class_is_added(rng):
     feats_real = {"v": rng.normal(size=(90, 6))}
     feats_gen = {"v": rng.normal(loc=0.2, size=(90, 6))}

@@ -83,3 +83,25 @@ def test_runs_score_moa_accuracy_with_ceiling_and_provenance(tmp_path, data_dir,
     # the ceiling is scored on the same real images in every run
     assert rows["identity"][rows["identity"].metric == "moa_acc_real"]["value"].tolist() == \
         rows["oracle"][rows["oracle"].metric == "moa_acc_real"]["value"].tolist()
+
+
+def test_a_cached_classifier_is_reused_only_under_the_same_recipe(tmp_path, tiny_data, monkeypatch):
+    """The cache key holds what decides the weights: a classifier trained under another thread count (or other
+    training code) is trained again, not reused (the 2-thread 8a330a81 was reused after the one-thread fix)."""
+    from benchmark.metrics import moa
+
+    trained = []
+    real_train = MoAClassifier._train.__func__
+
+    def counting(cls, *args, **kwargs):
+        trained.append(1)
+        return real_train(cls, *args, **kwargs)
+
+    monkeypatch.setattr(MoAClassifier, "_train", classmethod(counting))
+    cfg = MoAConfig(backbone="resnet10t", epochs=1, batch_size=32)
+    first = moa.classifier_for(tiny_data, tmp_path, "split", cfg)
+    assert moa.classifier_for(tiny_data, tmp_path, "split", cfg).weights_sha256 == first.weights_sha256
+    assert len(trained) == 1
+    monkeypatch.setattr(moa, "CLASSIFIER_THREADS", 2)
+    moa.classifier_for(tiny_data, tmp_path, "split", cfg)
+    assert len(trained) == 2

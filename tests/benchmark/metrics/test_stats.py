@@ -47,4 +47,4 @@ def test_paired_comparison_flags_a_planted_difference_and_not_a_null_one():
     assert out.loc[("A", "B"), "p (Holm)"] == pytest.approx(min(1.0, raw * 3))
     p, n = friedman(table)
     assert p < 1e-3 and n == 20
-    assert friedman(table[["A", "C"]])[0] != friedman(table[["A", "C"]])[0]  # NaN: fewer than three methods
+    assert np.isnan(friedman(table[["A", "C"]])[0])  # fewer than three methods: no test
