@@ -102,9 +102,10 @@ Generate one image per row of `{REQUESTS}`, in its order: translate the control 
 `target_batch`. The perturbations' embeddings are in `{EMBEDDINGS}` (a method that reads no control image may
 ignore `{CONTROLS}`).
 
-Write back {record['n']} images of {h} x {w} pixels and {c} channels ({', '.join(record['channels'])}),
-{PIXELS}: one `.npy` array of shape ({record['n']}, {h}, {w}, {c}), or a folder of PNG or TIFF files named by
-`index` (`000123.png` or `123.png`). Leave `{PLAN}` beside them (or pass `--plan`), then:
+Write back {record['n']} images of {h} x {w} pixels, {c} channels in this order: {', '.join(record['channels'])};
+uint8 in [0, 255], as `{CONTROLS}` holds them. Either one `.npy` array of shape ({record['n']}, {h}, {w}, {c}), or
+a folder of PNG or TIFF files named by `index` (`000123.png` or `123.png`). Leave `{PLAN}` beside the array or in
+the folder (or pass `--plan`), then:
 
     python -m benchmark score --task {record['task']} --images IMAGES --name YOUR_MODEL --seed S \\
         --describe "what made these images"

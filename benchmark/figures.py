@@ -84,16 +84,22 @@ def pca_figure(data, plan, chosen: dict[str, object], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from benchmark.metrics.evaluate import view_features
     from benchmark.metrics.features import Morphology
+    from benchmark.rows import RowView
 
     morph = Morphology(data.task.channels)
+    features = lambda images, what: view_features(morph, "all", images, what)["all"]  # noqa: E731 (in chunks)
     ctrl_rows = data.rows("test", "control")
-    groups = {"test controls": (morph(data.images[ctrl_rows]), data.obs["BATCH"].to_numpy()[ctrl_rows]),
-              "real targets": (morph(data.images[plan.reference["row"].to_numpy()]), plan.reference["BATCH"].to_numpy())}
+    ref_rows = plan.reference["row"].to_numpy()
+    groups = {"test controls": (features(RowView(data.images, ctrl_rows), "test controls"),
+                                data.obs["BATCH"].to_numpy()[ctrl_rows]),
+              "real targets": (features(RowView(data.images, ref_rows), "real targets"),
+                               plan.reference["BATCH"].to_numpy())}
     batch_of_request = plan.requests["target_batch"].to_numpy()
     for label, run in chosen.items():
         gen = np.load(run.path / "generated.npy", mmap_mode="r")
-        groups[label] = (morph(np.asarray(gen)), batch_of_request)
+        groups[label] = (features(gen, f"{label}'s images"), batch_of_request)
     real = np.concatenate([groups["test controls"][0], groups["real targets"][0]])
     mu, sd = real.mean(0), real.std(0) + 1e-6
     _, sing, vt = np.linalg.svd((real - mu) / sd, full_matrices=False)

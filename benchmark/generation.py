@@ -5,6 +5,8 @@ Used by the run (the test plan) and by the learning curves (a validation plan), 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
@@ -33,13 +35,17 @@ def translate(method: Method, data, part: pd.DataFrame, seed: int, start: int) -
     return to_uint8(x)
 
 
-def generate_all(method: Method, data, plan, seed: int, batch: int) -> np.ndarray | None:
+def generate_all(method: Method, data, plan, seed: int, batch: int, to: Path | None = None) -> np.ndarray | None:
     """The plan's images, generated in chunks of `batch`. In a process group each process generates every
     world-th chunk and the main process gathers them (None elsewhere); every chunk's seed depends on its position
-    only, so the images do not depend on how many processes shared the work."""
+    only, so the images do not depend on how many processes shared the work. With `to`, one process writes each
+    chunk into that `.npy` file as it comes and returns it memory-mapped: a plan of a large dataset is never
+    whole in memory."""
     state = process_state()
     req = plan.requests
     starts = list(range(0, len(req), batch))
+    if to is not None and state.num_processes == 1:
+        return _generate_to_file(method, data, req, seed, starts, batch, Path(to))
     out = {}
     for start in tqdm(starts[state.process_index:: state.num_processes], desc=f"generating ({method.name})",
                       unit="batch", disable=not state.is_main_process):
@@ -55,6 +61,26 @@ def generate_all(method: Method, data, plan, seed: int, batch: int) -> np.ndarra
         raise BenchmarkError(f"generation returned {sum(len(v) for v in out.values())} images in {len(out)} chunks; "
                              f"the plan has {len(req)} in {len(starts)}")
     return np.concatenate([out[k] for k in starts])
+
+
+def _generate_to_file(method: Method, data, req: pd.DataFrame, seed: int, starts: list[int], batch: int,
+                      path: Path) -> np.ndarray:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        out = None
+        for start in tqdm(starts, desc=f"generating ({method.name})", unit="batch"):
+            images = translate(method, data, req.iloc[start : start + batch], seed, start)
+            if out is None:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(req), *images.shape[1:]))
+            out[start : start + len(images)] = images
+        if out is None:
+            raise BenchmarkError("the evaluation plan has no requests")
+        out.flush()
+        del out
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return np.load(path, mmap_mode="r")
 
 
 def process_state():

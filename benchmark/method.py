@@ -22,6 +22,7 @@ import torch
 
 from benchmark import io
 from benchmark.errors import BenchmarkError
+from benchmark.rows import RowView
 
 CONFIG_FILE = "config.json"  # in a saved model folder: the resolved config
 
@@ -43,8 +44,12 @@ def as_float(images: torch.Tensor) -> torch.Tensor:
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [-1, 1]."""
-    return as_float(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2))
+    """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [-1, 1]; a read-only array (a memory map) is copied first, as
+    torch wants writable memory."""
+    images = np.ascontiguousarray(images)
+    if not images.flags.writeable:
+        images = images.copy()
+    return as_float(torch.from_numpy(images).permute(0, 3, 1, 2))
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -60,7 +65,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 class TrainData:
     """Training images of a task plus what a method needs to pair and condition them."""
 
-    images: np.ndarray  # (N, H, W, C) uint8, controls and treated
+    images: np.ndarray | RowView  # (N, H, W, C) uint8, controls and treated: a view of the store, read per batch
     obs: pd.DataFrame  # aligned metadata (BATCH, PLATE, CPD_NAME, ANNOT, STATE)
     control: str
     perturbations: list[str]  # treated perturbations present in training

@@ -311,7 +311,7 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
         fit_summary["generated_by"] = trained.run_id
         fit_summary["generated_sha256"] = io.sha256_file(Path(cfg.from_run) / "generated.npy")
     else:
-        generated = generate_all(method, data, plan, cfg.seed, cfg.generate_batch)
+        generated = generate_all(method, data, plan, cfg.seed, cfg.generate_batch, to=stage / "generated.npy")
     if not main:
         return
     t_gen = time.time() - t_gen
@@ -343,7 +343,8 @@ def score_staged(cfg: "RunConfig | ScoreConfig", task, data, plan, split_hash: s
                  stage: Path, stages: Stages) -> tuple[pd.DataFrame, dict]:
     """Keep a run's images in its folder and score them in every feature space and scorer of `cfg.features`: the
     one scoring path of runs trained here and of images made elsewhere."""
-    io.write_npy(stage / "generated.npy", generated)
+    if not (stage / "generated.npy").is_file():  # generation may have written them there already
+        io.write_npy(stage / "generated.npy", generated)
     io.write_csv(stage / "generated.csv", plan.requests)
     ctx = ExtractorContext(cache_dir=Path(cfg.data_dir) / ".cache", channels=task.channels,
                            inception_weights=cfg.inception_weights)

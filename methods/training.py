@@ -207,13 +207,30 @@ class Shape:
     n_perturbations: int
 
 
+class BatchImages:
+    """The training images as uint8 (N, C, H, W) tensors, gathered from the store per batch (`images[index]`, an
+    index array or tensor): only a batch is ever in memory, whatever the size of the split."""
+
+    def __init__(self, images: Any) -> None:
+        self.source = images
+        n, h, w, c = images.shape
+        self.shape = (n, c, h, w)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        index = index.numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
+        return torch.from_numpy(np.ascontiguousarray(self.source[index])).permute(0, 3, 1, 2)
+
+
 class TrainingSet:
-    """The training data as tensors, converted once: uint8 images (N, C, H, W), the embedding table (P, D) and each
-    row's perturbation index (-1 for controls)."""
+    """The training data as the networks see them: uint8 images (N, C, H, W) read per batch, the embedding table
+    (P, D) and each row's perturbation index (-1 for controls)."""
 
     def __init__(self, data: TrainData) -> None:
         self.data = data
-        self.images = torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2)  # converted per batch
+        self.images = BatchImages(data.images)
         self.embeddings = torch.from_numpy(np.ascontiguousarray(data.embeddings, dtype=np.float32))
         index = {p: i for i, p in enumerate(data.perturbations)}
         self.labels = np.array([index.get(p, -1) for p in data.obs["CPD_NAME"].to_numpy()], dtype=np.int64)

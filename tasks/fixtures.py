@@ -35,25 +35,32 @@ def _key_and_batch(layout: str, plate: int, pert: int, i: int) -> tuple[str, str
 
 
 def write_fixture(root: Path, layout: str, *, plates: int = 2, per_group: int = 6, seed: int = 0,
-                  emb_dim: int = 16) -> Path:
-    """Write a tiny `layout` dataset under `root` (an IMPA_sources-like directory) and return `root`."""
+                  emb_dim: int = 16, perturbations: list[str] | None = None, templates: int = 0,
+                  test_fraction: float = 0.5) -> Path:
+    """Write a `layout` dataset under `root` (an IMPA_sources-like directory) and return `root`: tiny by default;
+    with `templates` > 0 every crop of a perturbation is one of that many pre-drawn crops, so that a dataset of the
+    published size (hundreds of thousands of files) is written in minutes. The last `test_fraction` of each
+    plate x perturbation group is the test split."""
     lay = LAYOUTS.get(layout)
     root = Path(root)
     rng = np.random.default_rng(seed)
-    perts = PERTURBATIONS[layout]
+    perts = perturbations or PERTURBATIONS[layout]
     size, channels = lay.image_size, len(lay.channels)
+    pool = [[(rng.integers(0, 128, (size, size, channels)) + 40 * p % 128).astype(np.uint8) for _ in range(templates)]
+            for p in range(len(perts) + 1)] if templates else None
     rows = []
     for plate in range(plates):
         for p, name in enumerate(["__control__", *perts]):
             for i in range(per_group):
                 key, batch, barcode = _key_and_batch(layout, plate, p, i)
                 # noise plus a brightness step per perturbation: controls and targets differ measurably
-                crop = (rng.integers(0, 128, (size, size, channels)) + 40 * p).astype(np.uint8)
+                crop = pool[p][(plate * per_group + i) % templates] if pool else \
+                    (rng.integers(0, 128, (size, size, channels)) + 40 * p).astype(np.uint8)
                 path = root / lay.images / lay.key_rule(key)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 np.save(path, crop)
                 control = name == "__control__"
-                split = "train" if i < per_group // 2 else "test"
+                split = "train" if i < int(per_group * (1 - test_fraction)) else "test"
                 if layout == "bbbc021":
                     rows.append({"SAMPLE_KEY": key, "BATCH": batch, "TABLE_NUMBER": p + 1, "IMAGE_NUMBER": i + 1,
                                  "OBJECT_NUMBER": float(i % 7 + 1), "CPD_NAME": "DMSO" if control else name,
@@ -80,7 +87,7 @@ def write_fixture(root: Path, layout: str, *, plates: int = 2, per_group: int = 
         emb = pd.DataFrame(rng.normal(size=(len(names), dim)).astype(np.float32), index=names,
                            columns=[str(k) for k in range(dim)])
         if len(lay.embeddings) > 1:  # one modality per table
-            emb = emb.iloc[[j]] if j < len(names) else emb.iloc[:0]
+            emb = emb.iloc[j::len(lay.embeddings)]
         out = root / rel
         out.parent.mkdir(parents=True, exist_ok=True)
         emb.to_csv(out)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from benchmark import io
 from benchmark.errors import BenchmarkError
+from benchmark.rows import RowView
 
 from .embeddings import lookup
 
@@ -168,7 +169,8 @@ class TaskData:
         from benchmark.method import TrainData
 
         rows, perts = self.train_rows(), self.train_perturbations()
-        return TrainData(images=self.images[rows], obs=self.obs.iloc[rows], control=self.control, perturbations=perts,
+        # a view of the store, read per batch: a copy of the split would grow with the dataset (and per process)
+        return TrainData(images=RowView(self.images, rows), obs=self.obs.iloc[rows], control=self.control, perturbations=perts,
                          embeddings=self.embed(perts), channels=self.task.channels, pairing=self.task.pairing)
 
     def eval_perturbations(self) -> list[str]:

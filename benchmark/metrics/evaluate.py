@@ -18,6 +18,7 @@ import pandas as pd
 
 from benchmark import io
 from benchmark.registry import CHANNEL_RULES, FEATURES
+from benchmark.rows import RowView
 from benchmark.store import SCORE_COLUMNS
 
 from .distances import fid, kid
@@ -98,28 +99,73 @@ def _views(extractor, rule_name: str, images: np.ndarray) -> list[tuple[str, np.
     return CHANNEL_RULES.get(rule_name).views(images)
 
 
+CHUNK = 2048  # images read and turned into channel views at a time (a multiple of the extractors' batch of 32)
+
+
+def view_features(extractor, rule_name: str, images, what: str, cache: FeatureCache | None = None,
+                  key: dict | None = None) -> dict[str, np.ndarray]:
+    """Features of every channel view of `images` (an array or a lazy `RowView` of the store), read a chunk at a
+    time so that only features accumulate, each view cached under `key` where given. Chunks split the extractor's
+    batches exactly where one pass would, so the features are those of a single pass."""
+    names = view_names(extractor, rule_name, images)
+    done: dict[str, np.ndarray] = {}
+
+    def compute(view: str) -> np.ndarray:
+        if not done:
+            parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
+            for start in range(0, len(images), CHUNK):
+                chunk = np.array(images[start:start + CHUNK])  # writable: torch warns on read-only memory
+                for v, imgs in _views(extractor, rule_name, chunk):
+                    parts[v].append(extractor(imgs, what=what))
+            done.update({v: np.concatenate(f) for v, f in parts.items()})
+        return done[view]
+
+    if cache is None:
+        return {v: compute(v) for v in names}
+    return {v: cache.get(dict(key, view=v), lambda v=v: compute(v)) for v in names}
+
+
+def view_names(extractor, rule_name: str, images) -> list[str]:
+    return [v for v, _ in _views(extractor, rule_name, np.asarray(images[:1]))]
+
+
+def same_images(a, b) -> bool:
+    """Whether two image sets (arrays or lazy views) are equal, compared a chunk at a time."""
+    return len(a) == len(b) and all(np.array_equal(np.asarray(a[i:i + CHUNK]), np.asarray(b[i:i + CHUNK]))
+                                    for i in range(0, len(a), CHUNK))
+
+
 BOOTSTRAP = 100  # resamples behind each FID interval
 
 
 PRDC_K = 5  # nearest neighbours behind precision, recall, density and coverage (Naeem et al. 2020's default)
 
 
+PRDC_MAX = 5000  # images a side behind prdc: its pairwise distances grow with the square of the set
+
+
 def prdc_rows(real: dict[str, np.ndarray], gen: dict[str, np.ndarray], space: str, rule: str,
-              sha: str) -> list[dict]:
-    """Precision, recall, density and coverage (PyPI `prdc`, k = PRDC_K) of all generated against all reference
+              sha: str, seed: int = 0) -> list[dict]:
+    """Precision, recall, density and coverage (PyPI `prdc`, k = PRDC_K) of the generated against the reference
     features, averaged over channel views: fidelity and diversity apart, where FID mixes them (a mode-collapsed
-    generator keeps precision and loses recall and coverage)."""
+    generator keeps precision and loses recall and coverage). A side larger than PRDC_MAX is a seeded subsample
+    of that size (Naeem et al. 2020 used 10,000; the three n x n distance matrices of 46,000 cells would take
+    25 GB): the rows give the n used, and the seed where one was drawn."""
     import contextlib
     import io as _io
 
     from prdc import compute_prdc
 
-    with contextlib.redirect_stdout(_io.StringIO()):  # it prints the set sizes
-        per_view = [compute_prdc(real[v], gen[v], nearest_k=PRDC_K) for v in real]
+    rng = np.random.default_rng(seed)
     n_real, n_gen = len(next(iter(real.values()))), len(next(iter(gen.values())))
+    pick_r = np.sort(rng.choice(n_real, PRDC_MAX, replace=False)) if n_real > PRDC_MAX else slice(None)
+    pick_g = np.sort(rng.choice(n_gen, PRDC_MAX, replace=False)) if n_gen > PRDC_MAX else slice(None)
+    with contextlib.redirect_stdout(_io.StringIO()):  # it prints the set sizes
+        per_view = [compute_prdc(real[v][pick_r], gen[v][pick_g], nearest_k=PRDC_K) for v in real]
+    drawn = seed if max(n_real, n_gen) > PRDC_MAX else np.nan
     return [dict(metric=name, feature_space=space, perturbation="", value=float(np.mean([d[name] for d in per_view])),
-                 std=np.nan, n_gen=n_gen, n_real=n_real, channel_rule=rule, extractor_sha256=sha, metric_seed=np.nan,
-                 ci_low=np.nan, ci_high=np.nan)
+                 std=np.nan, n_gen=min(n_gen, PRDC_MAX), n_real=min(n_real, PRDC_MAX), channel_rule=rule,
+                 extractor_sha256=sha, metric_seed=drawn, ci_low=np.nan, ci_high=np.nan)
             for name in ("precision", "recall", "density", "coverage")]
 
 
@@ -203,7 +249,8 @@ def paired_rows(generated: np.ndarray, truth: np.ndarray, morph: Morphology, ref
 def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: ExtractorContext, cache: FeatureCache,
              cache_key: dict, kid_seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """All metric rows for one run, and a dict of feature-space provenance for the manifest."""
-    reference = data.images[plan.reference["row"].to_numpy()]
+    # the store's images are read a chunk at a time: views, not copies (they may be most of a large dataset)
+    reference = RowView(data.images, plan.reference["row"].to_numpy())
     perts_real = plan.reference["CPD_NAME"].to_numpy()
     perts_gen = plan.requests["CPD_NAME"].to_numpy()
     rule = data.task.channel_rule
@@ -211,8 +258,7 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
     morph = None
     # images that are the plan's own controls (the identity floor) get their features cached like the real sets'
     control_rows = plan.requests["control_row"].to_numpy()
-    controls = data.images[control_rows]
-    are_controls = np.array_equal(generated, controls)
+    are_controls = same_images(generated, RowView(data.images, control_rows))
     # a plan pairs few controls with many perturbations (48 for 648 requests on the screen): each is extracted once
     rows_once, unique_controls, expand = np.unique(control_rows, return_index=True, return_inverse=True)
     for space in spaces:
@@ -220,16 +266,20 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
         rule_used = rule if ext.rgb else "all"
         provenance[space] = {"weights_sha256": ext.weights_sha256, "channel_rule": rule_used,
                              "channel_rule_doc": CHANNEL_RULES.get(rule).doc if ext.rgb else "all channels read natively"}
-        real_views, gen_views = {}, {}
-        for view, imgs in _views(ext, rule, reference):
-            key = dict(cache_key, space=space, sha=ext.weights_sha256, rule=rule_used, view=view)
-            real_views[view] = cache.get(key, lambda imgs=imgs: ext(imgs, what="real reference images"))
-        ctrl_views = {}  # the plan's controls: the identity floor's images, and the negatives of phenotypic activity
-        for view, imgs in _views(ext, rule, data.images[rows_once]):
-            key = dict(cache_key, space=space, sha=ext.weights_sha256, rule=rule_used, view=view, set="plan controls")
-            ctrl_views[view] = cache.get(key, lambda imgs=imgs: ext(imgs, what="the plan's control images")[expand])
-        for view, imgs in _views(ext, rule, generated):
-            gen_views[view] = ctrl_views[view] if are_controls else ext(imgs, what="generated images")
+        key = dict(cache_key, space=space, sha=ext.weights_sha256, rule=rule_used)
+        real_views = view_features(ext, rule, reference, "real reference images", cache, key)
+        # the plan's controls: the identity floor's images, and the negatives of phenotypic activity (the cache
+        # holds them expanded to the plan's requests, as it always has)
+        once, unique = RowView(data.images, rows_once), {}
+
+        def expanded(view: str) -> np.ndarray:  # the distinct controls extracted once, on a cache miss only
+            if not unique:
+                unique.update(view_features(ext, rule, once, "the plan's control images"))
+            return unique[view][expand]
+
+        ctrl_views = {v: cache.get(dict(key, view=v, set="plan controls"), lambda v=v: expanded(v))
+                      for v in view_names(ext, rule, once)}
+        gen_views = ctrl_views if are_controls else view_features(ext, rule, generated, "generated images")
         if not ext.rgb:
             # z-scored by the reference set (see ReferenceScale); what was left out and what was undefined is counted
             scalers = {v: ReferenceScale(f) for v, f in real_views.items()}
@@ -255,7 +305,7 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
                                                  f"{WINSOR}")
         rows += distribution_rows(dist_real, dist_gen, perts_real, perts_gen, space, rule_used, ext.weights_sha256,
                                   kid_seed)
-        rows += prdc_rows(dist_real, dist_gen, space, rule_used, ext.weights_sha256)
+        rows += prdc_rows(dist_real, dist_gen, space, rule_used, ext.weights_sha256, kid_seed)
         rows += map_rows(_profile(gen_views), perts_gen, _profile(real_views), perts_real,
                          _profile(ctrl_views)[unique_controls], space, rule_used, ext.weights_sha256, kid_seed)
         provenance[space]["prdc_k"] = PRDC_K
@@ -270,7 +320,7 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
     if truth is not None:
         if morph is None:
             m = Morphology(data.task.channels)
-            morph = (m, cache.get(dict(cache_key, space="morphology", sha=m.weights_sha256, rule="all", view="all"),
-                                  lambda: m(reference, what="real reference images")))
-        rows += paired_rows(generated, np.asarray(truth), morph[0], morph[1], kid_seed)
+            key = dict(cache_key, space="morphology", sha=m.weights_sha256, rule="all")
+            morph = (m, view_features(m, "all", reference, "real reference images", cache, key)["all"])
+        rows += paired_rows(np.asarray(generated), np.asarray(truth), morph[0], morph[1], kid_seed)
     return pd.DataFrame(rows, columns=list(SCORE_COLUMNS)), provenance

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.method import to_tensor
+from benchmark.rows import RowView
 
 from .stats import bootstrap_ci
 
@@ -58,7 +59,7 @@ class MoAClassifier:
         if len(classes) < 2:
             raise BenchmarkError(f"MoA classifier: the training images have {len(classes)} class; expected 2 or more")
         y = torch.tensor([classes.index(l) for l in labels])
-        x = to_tensor(images)
+        x = TensorRows(images)  # uint8 rows (a view of the store), made tensors per batch: never the split in float
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             model = cls._build(config, x.shape[1], len(classes))
@@ -72,7 +73,7 @@ class MoAClassifier:
             torch.set_num_threads(threads)
 
     @classmethod
-    def _train(cls, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes: list[str],
+    def _train(cls, model: torch.nn.Module, x: "TensorRows", y: torch.Tensor, classes: list[str],
                config: MoAConfig) -> "MoAClassifier":
         g = torch.Generator().manual_seed(config.seed)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -124,6 +125,21 @@ class MoAClassifier:
         return cls(list(state["classes"]), model.requires_grad_(False), config, int(state["channels"]))
 
 
+class TensorRows:
+    """Images (an array or a `RowView`) indexed as float tensors (N, C, H, W) in [-1, 1], a batch at a time."""
+
+    def __init__(self, images) -> None:
+        self.images = images
+        n, h, w, c = images.shape
+        self.shape = (n, c, h, w)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        return to_tensor(np.asarray(self.images[index.numpy()]))
+
+
 def moa_label(obs: pd.DataFrame, control: str) -> np.ndarray:
     """The class of each image: its MoA (`ANNOT`) if treated, the control's name otherwise."""
     return np.where(obs["STATE"].to_numpy() == "control", control, obs["ANNOT"].astype(str).to_numpy())
@@ -149,7 +165,7 @@ def classifier_for(data, cache_dir: Path, split_hash: str, config: MoAConfig = M
     if path.is_file():
         return MoAClassifier.load(path)
     rows = data.train_rows()
-    clf = MoAClassifier.fit(data.images[rows], list(moa_label(data.obs.iloc[rows], data.control)), config)
+    clf = MoAClassifier.fit(RowView(data.images, rows), list(moa_label(data.obs.iloc[rows], data.control)), config)
     clf.save(path)
     return clf
 
@@ -160,7 +176,7 @@ def moa_rows(clf: MoAClassifier, data, plan, generated: np.ndarray, seed: int) -
     target = annot.loc[plan.requests["CPD_NAME"]].to_numpy()
     real_target = moa_label(plan.reference, data.control)
     gen_ok = clf.predict(generated) == target
-    real_ok = clf.predict(data.images[plan.reference["row"].to_numpy()]) == real_target
+    real_ok = clf.predict(RowView(data.images, plan.reference["row"].to_numpy())) == real_target
     space, sha = f"moa-{clf.config.backbone}", clf.weights_sha256
     rows = []
 

@@ -16,6 +16,19 @@ import pandas as pd
 
 ACTIVE_Q = 0.05  # FDR level at which a perturbation counts as phenotypically active
 NULL_SIZE = 1000  # permutations behind each mAP p-value
+# profiles of a perturbation (and controls) behind mAP: its pairs grow with the square of the set (BBBC021's 46,000
+# test cells would make 2e9 retrieval pairs); a larger set is a seeded subsample, and the rows give their n
+MAP_MAX_PER_PERTURBATION = 200
+MAP_MAX_CONTROLS = 2000
+
+
+def capped(perts: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """Row indices keeping at most `cap` rows of each perturbation (a seeded choice), in their original order."""
+    keep = [np.array([], dtype=int)]
+    for p in sorted(set(perts)):
+        rows = np.flatnonzero(perts == p)
+        keep.append(rows if len(rows) <= cap else rng.choice(rows, cap, replace=False))
+    return np.sort(np.concatenate(keep))
 
 
 def _activity_ap(feats: np.ndarray, perts: np.ndarray, controls: np.ndarray) -> pd.DataFrame:
@@ -68,6 +81,11 @@ def map_rows(gen: np.ndarray, perts_gen: np.ndarray, real: np.ndarray, perts_rea
     """Metric rows: per perturbation and overall (mean over perturbations; share active at FDR ACTIVE_Q)."""
     common = dict(feature_space=space, channel_rule=rule, extractor_sha256=sha, metric_seed=seed, std=np.nan,
                   ci_low=np.nan, ci_high=np.nan)
+    rng = np.random.default_rng(seed)
+    g, r = capped(perts_gen, MAP_MAX_PER_PERTURBATION, rng), capped(perts_real, MAP_MAX_PER_PERTURBATION, rng)
+    gen, perts_gen, real, perts_real = gen[g], perts_gen[g], real[r], perts_real[r]
+    if len(controls) > MAP_MAX_CONTROLS:
+        controls = controls[np.sort(rng.choice(len(controls), MAP_MAX_CONTROLS, replace=False))]
     act_gen = _activity(gen, perts_gen, controls, seed)
     act_real = _activity(real, perts_real, controls, seed)
     retrieval = _retrieval(gen, perts_gen, real, perts_real)

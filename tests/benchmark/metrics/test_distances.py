@@ -131,3 +131,20 @@ def test_prdc_is_one_on_identical_sets_and_drops_for_a_shifted_or_collapsed_one(
     assert shifted["precision"] < 0.3 and shifted["recall"] < 0.3 and shifted["coverage"] < 0.3
     collapsed = scores(np.repeat(real[:5], 60, axis=0))  # five modes copied: faithful but not diverse
     assert collapsed["precision"] == pytest.approx(1) and collapsed["recall"] < 0.3 and collapsed["coverage"] < 0.2
+
+
+def test_prdc_of_a_set_larger_than_its_cap_is_a_seeded_subsample_that_says_its_n(monkeypatch):
+    """prdc's distance matrices grow with n^2: above PRDC_MAX a side is subsampled (seeded, recorded)."""
+    from prdc import compute_prdc
+
+    from benchmark.metrics import evaluate
+
+    monkeypatch.setattr(evaluate, "PRDC_MAX", 50)
+    rng = np.random.default_rng(0)
+    real, gen = rng.normal(size=(120, 4)), rng.normal(0.5, 1, size=(40, 4))
+    rows = {r["metric"]: r for r in evaluate.prdc_rows({"all": real}, {"all": gen}, "x", "all", "sha", seed=3)}
+    assert rows["recall"]["n_real"] == 50 and rows["recall"]["n_gen"] == 40 and rows["recall"]["metric_seed"] == 3
+    pick = np.sort(np.random.default_rng(3).choice(120, 50, replace=False))
+    assert rows["recall"]["value"] == compute_prdc(real[pick], gen, nearest_k=evaluate.PRDC_K)["recall"]
+    small = {r["metric"]: r for r in evaluate.prdc_rows({"all": real[:50]}, {"all": gen}, "x", "all", "sha")}
+    assert np.isnan(small["recall"]["metric_seed"])  # nothing drawn

@@ -42,3 +42,25 @@ def test_the_calibrations_map_without_a_null_equals_the_overall_rows():
     assert retrieval_map(gen, perts, real, perts) == pytest.approx(out[("map_retrieval", "")])
     mixed = gen[np.random.default_rng(2).permutation(18)]  # the perturbations' profiles shuffled across them
     assert activity_map(mixed, perts, controls) < activity_map(gen, perts, controls) - 0.1
+
+
+def test_map_scores_at_most_its_cap_of_profiles_a_perturbation(monkeypatch):
+    """The pairs grow with the square of the set: above the cap a perturbation's profiles are a seeded subsample,
+    and the rows say how many were scored; below it nothing changes."""
+    from benchmark.metrics import retrieval
+
+    rng = np.random.default_rng(3)
+    perts = np.repeat(np.array(["a", "b"]), [30, 8])
+    gen = rng.normal(0, 1, (38, 6)) + 2 * np.eye(6)[(perts == "b").astype(int)]
+    controls = rng.normal(0, 1, (25, 6))
+    full = rows_by(map_rows(gen, perts, gen.copy(), perts.copy(), controls, "x", "all", "sha", seed=0))
+    monkeypatch.setattr(retrieval, "MAP_MAX_PER_PERTURBATION", 10)
+    monkeypatch.setattr(retrieval, "MAP_MAX_CONTROLS", 20)
+    rows = map_rows(gen, perts, gen.copy(), perts.copy(), controls, "x", "all", "sha", seed=0)
+    n = {(r["metric"], r["perturbation"]): r["n_gen"] for r in rows}
+    assert n[("map_activity", "a")] == 10 and n[("map_activity", "b")] == 8 and n[("map_activity", "")] == 18
+    assert rows_by(rows) == rows_by(map_rows(gen, perts, gen.copy(), perts.copy(), controls, "x", "all", "sha",
+                                             seed=0))  # seeded
+    assert rows_by(rows)[("map_activity", "b")] != full[("map_activity", "b")]  # fewer controls: another value
+    kept = retrieval.capped(perts, 10, np.random.default_rng(0))
+    assert len(kept) == 18 and (np.diff(kept) > 0).all() and set(range(30, 38)) <= set(kept)
