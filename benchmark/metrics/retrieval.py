@@ -16,9 +16,10 @@ import pandas as pd
 
 ACTIVE_Q = 0.05  # FDR level at which a perturbation counts as phenotypically active
 NULL_SIZE = 1000  # permutations behind each mAP p-value
-# profiles of a perturbation (and controls) behind mAP: its pairs grow with the square of the set (BBBC021's 46,000
-# test cells would make 2e9 retrieval pairs); a larger set is a seeded subsample, and the rows give their n
-MAP_MAX_PER_PERTURBATION = 200
+# profiles a side (spread evenly over the perturbations) and controls behind mAP: its pairs grow with the square of
+# the set (BBBC021's 20,000 test cells would make 4e8 retrieval pairs, about 60 bytes each in copairs); a larger set
+# is a seeded subsample, and the rows give their n. The simulated screen's plans (648 a side) are below the caps.
+MAP_MAX_PROFILES = 2000
 MAP_MAX_CONTROLS = 2000
 
 
@@ -82,7 +83,8 @@ def map_rows(gen: np.ndarray, perts_gen: np.ndarray, real: np.ndarray, perts_rea
     common = dict(feature_space=space, channel_rule=rule, extractor_sha256=sha, metric_seed=seed, std=np.nan,
                   ci_low=np.nan, ci_high=np.nan)
     rng = np.random.default_rng(seed)
-    g, r = capped(perts_gen, MAP_MAX_PER_PERTURBATION, rng), capped(perts_real, MAP_MAX_PER_PERTURBATION, rng)
+    cap = max(2, MAP_MAX_PROFILES // max(1, len(set(perts_gen))))
+    g, r = capped(perts_gen, cap, rng), capped(perts_real, cap, rng)
     gen, perts_gen, real, perts_real = gen[g], perts_gen[g], real[r], perts_real[r]
     if len(controls) > MAP_MAX_CONTROLS:
         controls = controls[np.sort(rng.choice(len(controls), MAP_MAX_CONTROLS, replace=False))]

@@ -45,8 +45,8 @@ def test_the_calibrations_map_without_a_null_equals_the_overall_rows():
 
 
 def test_map_scores_at_most_its_cap_of_profiles_a_perturbation(monkeypatch):
-    """The pairs grow with the square of the set: above the cap a perturbation's profiles are a seeded subsample,
-    and the rows say how many were scored; below it nothing changes."""
+    """The pairs grow with the square of the set: above the cap (shared evenly by the perturbations) a
+    perturbation's profiles are a seeded subsample, and the rows say how many were scored."""
     from benchmark.metrics import retrieval
 
     rng = np.random.default_rng(3)
@@ -54,7 +54,7 @@ def test_map_scores_at_most_its_cap_of_profiles_a_perturbation(monkeypatch):
     gen = rng.normal(0, 1, (38, 6)) + 2 * np.eye(6)[(perts == "b").astype(int)]
     controls = rng.normal(0, 1, (25, 6))
     full = rows_by(map_rows(gen, perts, gen.copy(), perts.copy(), controls, "x", "all", "sha", seed=0))
-    monkeypatch.setattr(retrieval, "MAP_MAX_PER_PERTURBATION", 10)
+    monkeypatch.setattr(retrieval, "MAP_MAX_PROFILES", 20)  # 10 a perturbation
     monkeypatch.setattr(retrieval, "MAP_MAX_CONTROLS", 20)
     rows = map_rows(gen, perts, gen.copy(), perts.copy(), controls, "x", "all", "sha", seed=0)
     n = {(r["metric"], r["perturbation"]): r["n_gen"] for r in rows}
