@@ -37,19 +37,22 @@ def translate(method: Method, data, part: pd.DataFrame, seed: int, start: int) -
 
 def generate_all(method: Method, data, plan, seed: int, batch: int, to: Path | None = None) -> np.ndarray | None:
     """The plan's images, generated in chunks of `batch`. In a process group each process generates every
-    world-th chunk and the main process gathers them (None elsewhere); every chunk's seed depends on its position
-    only, so the images do not depend on how many processes shared the work. With `to`, one process writes each
-    chunk into that `.npy` file as it comes and returns it memory-mapped: a plan of a large dataset is never
-    whole in memory."""
+    world-th chunk; every chunk's seed depends on its position only, so the images do not depend on how many
+    processes shared the work. With `to`, every process writes its chunks into that `.npy` file as they come (no
+    process holds another's images, nor a plan of a large dataset whole) and the main one returns it memory-mapped;
+    without, the main process gathers the chunks (the small validation plans of the learning curves). The helper
+    processes of a group get None."""
     state = process_state()
     req = plan.requests
     starts = list(range(0, len(req), batch))
-    if to is not None and state.num_processes == 1:
-        return _generate_to_file(method, data, req, seed, starts, batch, Path(to))
-    out = {}
-    for start in tqdm(starts[state.process_index:: state.num_processes], desc=f"generating ({method.name})",
-                      unit="batch", disable=not state.is_main_process):
-        out[start] = translate(method, data, req.iloc[start : start + batch], seed, start)
+    if not starts:
+        raise BenchmarkError("the evaluation plan has no requests")
+    mine = starts[state.process_index:: state.num_processes]
+    progress = dict(desc=f"generating ({method.name})", unit="batch", disable=not state.is_main_process)
+    if to is not None:
+        return _generate_to_file(method, data, req, seed, mine, batch, Path(to), state, progress)
+    out = {start: translate(method, data, req.iloc[start : start + batch], seed, start)
+           for start in tqdm(mine, **progress)}
     if state.num_processes > 1:
         from accelerate.utils import gather_object
 
@@ -63,24 +66,29 @@ def generate_all(method: Method, data, plan, seed: int, batch: int, to: Path | N
     return np.concatenate([out[k] for k in starts])
 
 
-def _generate_to_file(method: Method, data, req: pd.DataFrame, seed: int, starts: list[int], batch: int,
-                      path: Path) -> np.ndarray:
+def _generate_to_file(method: Method, data, req: pd.DataFrame, seed: int, mine: list[int], batch: int, path: Path,
+                      state, progress: dict) -> np.ndarray | None:
+    """Each process writes its chunks at their rows of one file that the main process created (a process group
+    shares the run folder: one machine, or the shared file system a run store needs across nodes); the main process
+    renames it into place once all have written. `translate` checks each chunk's shape against its controls."""
     tmp = path.with_name(f".{path.name}.tmp")
+    main = state.is_main_process
     try:
-        out = None
-        for start in tqdm(starts, desc=f"generating ({method.name})", unit="batch"):
-            images = translate(method, data, req.iloc[start : start + batch], seed, start)
-            if out is None:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(req), *images.shape[1:]))
-            out[start : start + len(images)] = images
-        if out is None:
-            raise BenchmarkError("the evaluation plan has no requests")
+        if main:
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(req), *data.images.shape[1:]))
+        state.wait_for_everyone()
+        out = np.load(tmp, mmap_mode="r+")
+        for start in tqdm(mine, **progress):
+            out[start : start + batch] = translate(method, data, req.iloc[start : start + batch], seed, start)
         out.flush()
         del out
-        tmp.replace(path)
+        state.wait_for_everyone()
+        if main:
+            tmp.replace(path)
     finally:
-        tmp.unlink(missing_ok=True)
-    return np.load(path, mmap_mode="r")
+        if main:
+            tmp.unlink(missing_ok=True)
+    return np.load(path, mmap_mode="r") if main else None
 
 
 def process_state():
