@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 
+from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.metrics.stats import normal_ci_from_bootstrap
 
@@ -612,3 +614,53 @@ def draw(values: pd.DataFrame, rungs: pd.DataFrame, ladder: str, path: Path) -> 
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
     return path
+
+
+def merged(out: Path, values: pd.DataFrame, summary: pd.DataFrame, rungs: pd.DataFrame,
+           provenance: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """A calibration already in `out` with the metrics just computed put in place of its rows of the same metrics,
+    for adding or redoing some metrics (a feature space, a retrained classifier) without the hours the rest took.
+    Only an output of the same task, seed, bootstrap and ladders can take them; the provenance says which rows came
+    from which run."""
+    old_prov = json.loads((out / "provenance.json").read_text()) if (out / "provenance.json").is_file() else None
+    if old_prov is None or not (out / "values.csv").is_file() or not (out / "summary.csv").is_file():
+        raise BenchmarkError(f"--merge: {out} holds no calibration (provenance.json, values.csv, summary.csv)")
+    for key in ("calibration task", "seed", "bootstrap replicates", "ladder steps"):
+        if old_prov.get(key) != provenance.get(key):
+            raise BenchmarkError(f"--merge: {out}/provenance.json has {key} {old_prov.get(key)!r}, this calibration "
+                                 f"{provenance.get(key)!r}; merge only calibrations of the same screen and draws")
+    old_rungs = pd.read_csv(out / "rungs.csv")
+    mine = old_rungs[old_rungs["ladder"].isin(set(rungs["ladder"]))].reset_index(drop=True)
+    if not np.allclose(mine["value"], rungs["value"].to_numpy()) or len(mine) != len(rungs):
+        raise BenchmarkError(f"--merge: {out}/rungs.csv has other rungs than this calibration's ladders")
+    new = set(summary["metric"])
+    tables = []
+    for name, fresh in (("values.csv", values), ("summary.csv", summary)):
+        old = pd.read_csv(out / name)
+        kept = old[~old["metric"].isin(new)]
+        order = list(dict.fromkeys([*old["metric"], *fresh["metric"]]))
+        both = pd.concat([kept, fresh], ignore_index=True)
+        ladders = list(dict.fromkeys([*old["ladder"], *fresh["ladder"]]))
+        both = both.assign(_l=both["ladder"].map(ladders.index), _m=both["metric"].map(order.index))
+        keys = ["_l", "_m", "n"] + (["rung"] if "rung" in both else [])
+        tables.append(both.sort_values(keys, kind="stable").drop(columns=["_l", "_m"]).reset_index(drop=True))
+    part = ", ".join(sorted(new))
+    prov = {**old_prov, f"rows of {part}": f"recomputed by code {provenance['code']}, MoA classifier "
+                                           f"{provenance['MoA classifier']}; {provenance['compute']}"}
+    if "moa_accuracy" in new:
+        prov["MoA classifier"] = provenance["MoA classifier"]
+    return tables[0], tables[1], prov
+
+
+def write(out: Path, values: pd.DataFrame, summary: pd.DataFrame, rungs: pd.DataFrame, provenance: dict,
+          ladders: list[str]) -> None:
+    """A calibration's files: the values, the summary per ladder and metric, the rungs, the provenance, the summary
+    as Markdown and one figure per ladder."""
+    io.write_csv(out / "values.csv", values)
+    io.write_csv(out / "summary.csv", summary)
+    io.write_csv(out / "rungs.csv", rungs)
+    io.write_json(out / "provenance.json", provenance)
+    shown = {k: v for k, v in provenance.items() if k not in ("calibration task", "n")}
+    io.write_text(out / "summary.md", summary_markdown(summary, rungs, shown))
+    for ladder in ladders:
+        draw(values, rungs, ladder, out / f"{ladder}.png")

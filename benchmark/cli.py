@@ -25,6 +25,8 @@ def cmd_list(args: argparse.Namespace) -> None:
         profiles = ",".join(f"{p} (default)" if p == cls.default_profile else p for p in cls.profiles) or "-"
         print(f"  {name:10s} {METHODS.origin(name)}")
         print(f"  {'':10s} unseen perturbations: {cls.capabilities.unseen_perturbations}; profiles: {profiles}")
+        if cls.published is not None:
+            print(f"  {'':10s} imports (run --checkpoint): {cls.published}")
     for name, why in broken.items():
         print(f"  {name:10s} {why}")
     print("tasks:")
@@ -92,6 +94,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                     profile=args.profile, overrides=args.set or [], features=_features(args),
                     inception_weights=args.inception_weights, workdir=args.workdir,
                     from_run=args.from_run, reuse_generated=args.reuse_generated,
+                    checkpoint=args.checkpoint, checkpoint_weights=args.checkpoint_weights,
                     channel_rule=args.channel_rule)
     path = run(cfg)
     if path is None:  # a helper process of a group: the main one reports
@@ -231,8 +234,9 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     TASKS.check(args.task)
     features = tuple(f for f in args.features.split(",") if f)
     from benchmark import __version__, io
-    from benchmark.calibration import (BOOT_MAX_IMAGES, CALIBRATION_KID_SUBSETS, LADDERS, calibrate, draw,
-                                       summary_markdown)
+    import pandas as pd
+
+    from benchmark.calibration import BOOT_MAX_IMAGES, CALIBRATION_KID_SUBSETS, LADDERS, calibrate, merged, write
     from benchmark.metrics.evaluate import FeatureCache
     from benchmark.metrics.features import ExtractorContext
     from benchmark.registry import check_features
@@ -271,19 +275,26 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
                   "feature spaces": ", ".join(spaces) + (" (weights sha256 " + ", ".join(
                       f"{s} {FEATURES.get(s)(ctx).weights_sha256[:16]}" for s in spaces) + ")"),
                   "MoA classifier": moa.weights_sha256[:16] if moa is not None else "not scored",
-                  "channel rule": task.channel_rule, "code": f"benchmark {__version__}, git {io.git_sha()['git_sha'][:12]}",
+                  "channel rule": task.channel_rule, "code": f"benchmark {__version__}, git {_short_code()}",
                   "compute": f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
                              f"{time.time() - t0:.0f} s (features from the cache where present)"}
+    provenance.update({"calibration task": task.name, "n": args.n})
     out = Path(args.out)
-    io.write_csv(out / "values.csv", values)
-    io.write_csv(out / "summary.csv", summary)
-    io.write_csv(out / "rungs.csv", rungs)
-    io.write_json(out / "provenance.json", {**provenance, "calibration task": task.name, "n": args.n})
-    io.write_text(out / "summary.md", summary_markdown(summary, rungs, provenance))
-    for ladder in ladders:
-        draw(values, rungs, ladder, out / f"{ladder}.png")
+    if args.merge:
+        values, summary, provenance = merged(out, values, summary, rungs, provenance)
+        rungs = pd.read_csv(out / "rungs.csv")
+    write(out, values, summary, rungs, provenance, list(dict.fromkeys(values["ladder"])))
     print(f"calibration of {len(spaces) + 2 + (moa is not None)} metric families on {len(ladders)} ladders at n = "
           f"{', '.join(map(str, args.n))}: {out / 'summary.md'}")
+
+
+def _short_code() -> str:
+    """The commit, marked where the tree had uncommitted changes (with a hash of them)."""
+    from benchmark import io
+
+    g = io.git_sha()
+    dirty = f"+{(g['git_diff_sha256'] or 'dirty')[:8]} (uncommitted changes)" if g["git_dirty"] else ""
+    return f"{str(g['git_sha'])[:12]}{dirty}"
 
 
 def cmd_trajectory(args: argparse.Namespace) -> None:
@@ -395,6 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--reuse-generated", action="store_true",
                    help="with --from-run: score that run's generated images as they are (e.g. in Inception space); "
                         "its model/ is not needed")
+    r.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
+                   help="skip training: import weights the official code published (a local file; `list` shows "
+                        "each method's format; --profile defaults to official)")
+    r.add_argument("--checkpoint-weights", default="ema", choices=["ema", "raw"],
+                   help="with --checkpoint: the averaged (EMA, default) or the raw weights, where it holds both")
     r.set_defaults(fn=cmd_run)
     pl = sub.add_parser("plan", help="export what outside code needs to generate a task's evaluation images "
                                      "(requests, control images, embeddings; no reference image)")
@@ -496,6 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"))
     ca.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"))
     ca.add_argument("--out", type=Path, default=Path("reports/calibration"))
+    ca.add_argument("--merge", action="store_true",
+                    help="put the metrics computed now in place of the same metrics' rows of the calibration already "
+                         "in --out (same task, seed, bootstrap and ladders), e.g. MoA accuracy after the classifier "
+                         "changed, keeping the rest")
     ca.set_defaults(fn=cmd_calibrate)
     rep = sub.add_parser("report", help="aggregate all runs into leaderboards and tables")
     rep.add_argument("--runs", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"))

@@ -126,6 +126,8 @@ class Method(ABC):
     default_profile: ClassVar[str | None] = None  # the profile a run without --profile uses (recorded by name)
     display_order: ClassVar[int] = 5  # row order in tables, as the paper: floor 0, baselines, ours, ceiling 9
     ablations: ClassVar[tuple[str, ...]] = ()  # profiles that a sweep with --ablations adds (Table 2c)
+    # the published checkpoint format `import_published` reads (shown by `list`); None: no importer
+    published: ClassVar[str | None] = None
     # what one run needs on a cluster; a sweep's --resources overrides per method
     resources: ClassVar[dict[str, Any]] = {"gpus": 0, "cpus": 2, "mem_gb": 8, "time_min": 60}
 
@@ -168,6 +170,11 @@ class Method(ABC):
 
     def load_state(self, path: Path) -> None:
         """Restore what `save_state` wrote (use torch.load(weights_only=True))."""
+
+    def import_published(self, path: Path, data: TrainData, weights: str = "ema") -> dict[str, Any]:
+        """Take the weights the official code published for this method instead of training (`run --checkpoint`);
+        returns what the run records of them. `weights`: "ema" (the averaged weights) or "raw"."""
+        raise BenchmarkError(f"method {self.name} has no importer of published checkpoints")
 
     def variant(self) -> str:
         """A label for the leaderboard when the config is an ablation (e.g. "w/o CFG")."""

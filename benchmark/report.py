@@ -41,6 +41,7 @@ def leaderboard(runs) -> pd.DataFrame:
         raise BenchmarkError("no completed runs found; run `python -m benchmark run --method M --task T` first")
     df = pd.concat(frames, ignore_index=True)
     df["extractor_sha256"] = df["extractor_sha256"].fillna("").astype(str).str[:16]
+    _one_extractor_per_space(df)
     agg = df.groupby(KEYS, sort=True).agg(
         value=("value", "mean"),
         seed_std=("value", lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")),
@@ -64,6 +65,20 @@ def leaderboard(runs) -> pd.DataFrame:
     agg["label"] = [_label(m, v) + (f" [{c}]" if k > 1 else "") for m, v, c, k in
                     zip(agg["method"], agg["variant"], agg["config"], n_configs)]
     return agg.reset_index(drop=True)
+
+
+def _one_extractor_per_space(df: pd.DataFrame) -> None:
+    """Numbers of one task and feature space are compared across seeds and methods, which only means something when
+    one set of weights produced them all (an MoA classifier retrained on another CPU differs, and so do its
+    accuracies): refuse a mix rather than average or set side by side values from different extractors."""
+    first = df.drop_duplicates(["task", "feature_space", "extractor_sha256"])
+    mixed = first[first.duplicated(["task", "feature_space"], keep=False)]
+    if len(mixed):
+        a, b = mixed.iloc[0], mixed.iloc[1]
+        raise BenchmarkError(
+            f"runs {a['run_id']} and {b['run_id']} score task {a['task']!r} in feature space {a['feature_space']!r} "
+            f"with different weights (sha256 {a['extractor_sha256']} and {b['extractor_sha256']}); their numbers "
+            "are not comparable: report them from separate --runs folders")
 
 
 def _fmt(v: float, sd: float, n: int, lo: float = np.nan, hi: float = np.nan) -> str:
@@ -372,6 +387,10 @@ def run_list(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
         if m.model_source == "scored from images":
             how = (f"scored from images ({fit.get('format', '?')}, sha256 {str(fit.get('images_sha256', ''))[:12]})"
                    + (f": {fit['description']}" if fit.get("description") else ""))
+        elif m.model_source == "imported":
+            files = fit.get("imported", {}).get("files", {})
+            how = (f"published checkpoint imported ({fit.get('imported', {}).get('weights', '?')} weights; "
+                   + ", ".join(f"{Path(k).name} sha256 {v[:12]}" for k, v in files.items()) + ")")
         else:
             how = ("trained in this run" if "from_run" not in fit else f"images of run {fit['from_run']} scored "
                    "again" if "generated_by" in fit else f"model of run {fit['from_run']} scored")

@@ -52,6 +52,8 @@ class RunConfig:
     workdir: Path | None = None  # persistent training dir: a killed run restarted with it resumes
     from_run: Path | None = None  # score the model of this stored run instead of training (e.g. trained on a GPU)
     reuse_generated: bool = False  # with from_run: score its stored images in other feature spaces, no model needed
+    checkpoint: Path | None = None  # weights the official code published, imported instead of training
+    checkpoint_weights: str = "ema"  # with checkpoint: its averaged ("ema") or raw weights
     channel_rule: str | None = None  # override the task's channel rule (recorded with every number)
     sweep: dict[str, Any] | None = None  # sweep name and job-spec hash, when a sweep launched this run
 
@@ -218,6 +220,8 @@ def run(cfg: RunConfig) -> Path | None:
     if cfg.reuse_generated and (cfg.from_run is None or cfg.overrides):
         raise BenchmarkError("--reuse-generated scores the images of --from-run RUN_DIR as they are: it needs "
                              "--from-run and takes no --set")
+    if cfg.checkpoint is not None:
+        cfg = checked_import(cfg)
     cls, config = resolve_method(cfg.method, cfg.profile, cfg.overrides, cfg.from_run, need_model=not cfg.reuse_generated)
     check_capabilities(cls, task)
     check_scoring(cfg.features, cfg.inception_weights)
@@ -243,6 +247,20 @@ def run(cfg: RunConfig) -> Path | None:
         _run_staged(cfg, task, cls, config, data, split_hash, run_id, stage, t0, stages)
 
     return recorded(store, store.new_id(cfg.method, cfg.task, cfg.seed), body)
+
+
+def checked_import(cfg: RunConfig) -> RunConfig:
+    """`--checkpoint`: a method with an importer, not combined with another source of a model; the profile the
+    published networks are (`official`) unless named."""
+    cls = METHODS.get(cfg.method)
+    if cls.published is None:
+        have = ", ".join(n for n in METHODS.names() if METHODS.get(n).published is not None)
+        raise BenchmarkError(f"method {cfg.method} has no importer of published checkpoints (methods with one: {have})")
+    if cfg.from_run is not None:
+        raise BenchmarkError("--checkpoint and --from-run are two sources of a model; give one")
+    if cfg.checkpoint_weights not in ("ema", "raw"):
+        raise BenchmarkError(f"--checkpoint-weights {cfg.checkpoint_weights!r}: expected ema or raw")
+    return dataclasses.replace(cfg, profile=cfg.profile or "official")
 
 
 def recorded(store: RunStore, run_id: str, body: Callable[[str, Path], None]) -> Path:
@@ -271,7 +289,10 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
     plan = data.eval_plan()
     t_fit = time.time()
     monitor = None
-    if cfg.from_run is None:
+    if cfg.checkpoint is not None:
+        stages.start(f"import: {cls.name} weights from {cfg.checkpoint} ({cfg.checkpoint_weights})")
+        fit_summary = method.import_published(cfg.checkpoint, train, cfg.checkpoint_weights)
+    elif cfg.from_run is None:
         profile = cfg.profile or cls.default_profile
         stages.start(f"train: {cls.name}{f' (profile {profile})' if profile else ''} on {len(train.obs)} images")
         kwargs = {}
@@ -325,16 +346,18 @@ def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, spli
     t_eval = time.time() - t_eval
     manifest = Manifest(
         run_id=run_id, method=cls.name, method_origin=METHODS.origin(cls.name), display_order=cls.display_order,
-        variant=method.variant(),
+        variant=method.variant() if cfg.checkpoint is None else
+        "imported" if method.variant() == "default" else f"{method.variant()}, imported",
         # a run scored from another carries the settings it was trained with, then its own --set
         profile=(cfg.profile or cls.default_profile) if cfg.from_run is None else trained.profile,
         overrides=list(cfg.overrides) if cfg.from_run is None else [*trained.overrides, *cfg.overrides],
-        config=dataclasses.asdict(config) if config is not None else {}, task=task.spec(), seed=cfg.seed,
+        config=dataclasses.asdict(method.config) if method.config is not None else {}, task=task.spec(), seed=cfg.seed,
         eval_seed=plan.seed, kid_seed=plan.seed, split_hash=split_hash, eval_plan_sha256=plan.digest(),
         n_reference=len(plan.reference), features=provenance, fit=fit_summary,
         timings_s={"fit": round(t_fit, 2), "generate": round(t_gen, 2), "evaluate": round(t_eval, 2),
                    "total": round(time.time() - t0, 2)},
-        versions=versions(), **io.git_sha(), torch_threads=torch.get_num_threads(), sweep=cfg.sweep)
+        versions=versions(), **io.git_sha(), torch_threads=torch.get_num_threads(), sweep=cfg.sweep,
+        model_source="imported" if cfg.checkpoint is not None else "trained here")
     write_record(stage, manifest, metrics)
     stages.end()
 

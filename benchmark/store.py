@@ -67,8 +67,8 @@ class Manifest:
     git_diff_sha256: str | None = None  # of the uncommitted changes, where the tree was dirty
     torch_threads: int | None = None
     sweep: dict[str, Any] | None = None
-    # how the scored images came to be: "trained here" (by this suite, in this run or the one it loaded), or
-    # "scored from images" (made elsewhere, read back by `score`)
+    # how the scored images came to be: "trained here" (by this suite, in this run or the one it loaded), "imported"
+    # (weights the official code published, `run --checkpoint`), or "scored from images" (made elsewhere, `score`)
     model_source: str = "trained here"
     eval_split: str = "test"  # the plan scored: the test split (the leaderboard) or the validation split
     extra: dict[str, Any] = field(default_factory=dict)  # keys a newer writer added, kept as they are

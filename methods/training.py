@@ -438,6 +438,24 @@ class TorchMethod(Method):
                 "epochs": round(steps * c.batch_size / max(1, self.epoch_rows(data)), 3),
                 "epoch_rows": self.epoch_rows(data)}
 
+    # --- weights published by the official code ---------------------------------------------
+    def import_published(self, path: Path, data: TrainData, weights: str = "ema") -> dict[str, Any]:
+        """Build the networks for `data` and fill them from the official checkpoint (`load_published`)."""
+        if self.published is None:
+            return super().import_published(path, data, weights)
+        self.shape = Shape(int(data.images.shape[3]), int(data.images.shape[1]), int(data.embeddings.shape[1]),
+                           len(data.perturbations))
+        self.build(self.shape)
+        record = self.load_published(Path(path), data, weights)
+        for part in self.modules().values():
+            part.to(self.device)
+        return {"imported": record, "device": str(self.device), "precision": self.precision,
+                "parameters": {k: sum(p.numel() for p in m.parameters()) for k, m in self.counted().items()}}
+
+    def load_published(self, path: Path, data: TrainData, weights: str) -> dict[str, Any]:
+        """Fill the built networks from the official checkpoint at `path`; what was read, for the record."""
+        raise NotImplementedError
+
     # --- a saved folder describes itself -----------------------------------------------------
     @property
     def weights_file(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +73,26 @@ def tiny_data(data_dir):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# CellFlow's `official` (ADM) field at the tiny screen's size: the checkpoint importer maps shapes, not widths
+TINY_ADM = ["width=32", "mults=1,2", "blocks=1", "attention_levels=1"]
+
+
+def write_cellflux_checkpoint(path, train_data, ema: bool = True):
+    """CellFlux's save_model layout (training/load_and_save.py:22-35) with its EMA wrapper (models/ema.py:18-30):
+    tensors renamed (the official names are not ours), in the official registration order, which is ours."""
+    from benchmark.method import config_from_overrides
+    from methods.cellflow import CellFlow, CellFlowConfig
+
+    m = CellFlow(config_from_overrides(CellFlowConfig, CellFlow.profiles["official"], TINY_ADM))
+    m.networks(3, train_data.images.shape[1], train_data.embeddings.shape[1], len(train_data.perturbations))
+    g = torch.Generator().manual_seed(0)
+    raw = {f"official_{i}": torch.randn(v.shape, generator=g) * 0.05 for i, v in enumerate(m.model.state_dict().values())}
+    params = {k for k, _ in m.model.named_parameters()}
+    trainable = [f"official_{i}" for i, k in enumerate(m.model.state_dict()) if k in params]
+    shadow = {f"shadow_params.{i}": raw[k] + 0.01 for i, k in enumerate(trainable)}  # the average lags the raw weights
+    model = {"num_updates": torch.tensor(5), **{f"model.{k}": v for k, v in raw.items()}, **shadow} if ema else raw
+    torch.save({"model": model, "optimizer": {}, "lr_schedule": {}, "epoch": 3, "scaler": {},
+                "args": types.SimpleNamespace(lr=1e-4, epochs=200, output_dir="/x")}, path)
+    return raw, shadow

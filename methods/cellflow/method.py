@@ -17,12 +17,14 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from benchmark.errors import BenchmarkError
 from benchmark.method import Capabilities, GenerateRequest, TrainData, as_float
 from methods.training import (Shape, TorchMethod, TrainingConfig, TrainingSet, decide,
                               image_flips, random_flips)
@@ -126,6 +128,7 @@ class CellFlow(TorchMethod):
     default_profile = "quick"
     display_order = 3
     ablations = ("no-condition", "no-cfg", "no-noise")
+    published = "CellFlux checkpoint.pth (yuhui-zh15/CellFlux 3256adc, training/load_and_save.py:22-35)"
 
     def __init__(self, config: CellFlowConfig | None = None) -> None:
         super().__init__(config)
@@ -269,6 +272,54 @@ class CellFlow(TorchMethod):
             for pe, pm in zip(self.ema.parameters(), self.model.parameters()):
                 pe.lerp_(pm, 1 - decay)
         return [loss.item()]
+
+    # --- published weights ---------------------------------------------------------------
+    def load_published(self, path: Path, data: TrainData, weights: str) -> dict[str, Any]:
+        """CellFlux's `checkpoint.pth`: a dict whose `model` is the state of its EMA wrapper (models/ema.py:18-30):
+        `num_updates`, `model.<U-Net tensor>` (the raw weights) and `shadow_params.<i>` (the averaged ones, in the
+        order of the U-Net's trainable parameters); a run without EMA saves the U-Net's own state there."""
+        from methods.published import file_record, load_into, read_checkpoint, require_keys
+
+        what = "a CellFlux checkpoint.pth (a dict with model, optimizer, lr_schedule, epoch, scaler, args)"
+        if self.config.arch != "adm":
+            raise BenchmarkError(f"{path}: CellFlux's networks are the `official` profile's (arch adm), not arch "
+                                 f"{self.config.arch!r}; run with --profile official")
+        ckpt = read_checkpoint(path, what)
+        require_keys(ckpt, ["model"], path, what)
+        state = ckpt["model"]
+        wrapped = any(k.startswith("model.") for k in state)
+        raw = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")} if wrapped else dict(state)
+        source = f"{path} (model)"
+        load_into(self.model, raw, source)  # checks every name and shape before EMA rows are placed
+        if weights == "ema":
+            if not wrapped:
+                raise BenchmarkError(f"{path}: saved without EMA (no model.* and shadow_params.* entries); import "
+                                     "its raw weights with --checkpoint-weights raw")
+            shadow = sorted((k for k in state if k.startswith("shadow_params.")), key=lambda k: int(k.split(".")[1]))
+            params = self._official_parameter_names(raw)
+            if len(shadow) != len(params):
+                raise BenchmarkError(f"{path}: {len(shadow)} EMA tensors (shadow_params.*) for {len(params)} "
+                                     "trainable U-Net tensors; expected one each")
+            raw = {**raw, **{name: state[k] for name, k in zip(params, shadow)}}
+            load_into(self.model, raw, f"{path} (EMA shadow_params)")
+        elif weights != "raw":
+            raise BenchmarkError(f"--checkpoint-weights {weights!r}: expected ema or raw")
+        self.ema.load_state_dict(self.model.state_dict())  # generation reads the chosen weights whatever use_ema says
+        args = ckpt.get("args")
+        return {"format": self.published, "files": file_record(path), "weights": weights, "epoch": ckpt.get("epoch"),
+                "ema_updates": int(state["num_updates"]) if "num_updates" in state else None,
+                "args": {k: v for k, v in sorted(vars(args).items()) if isinstance(v, (bool, int, float, str))}
+                if args is not None and hasattr(args, "__dict__") else None}
+
+    def _official_parameter_names(self, theirs: dict[str, torch.Tensor]) -> list[str]:
+        """The official U-Net's trainable tensors in its registration order: those paired with our parameters."""
+        from methods.published import pair_tensors
+
+        ours = self.model.state_dict()
+        pairs = dict(pair_tensors({k: tuple(v.shape) for k, v in ours.items()},
+                                  {k: tuple(v.shape) for k, v in theirs.items()}))
+        trainable = {pairs[k] for k, _ in self.model.named_parameters()}
+        return [k for k in theirs if k in trainable]
 
     # --- sampling ------------------------------------------------------------------------
     def field(self, emb: torch.Tensor, alpha: float | None = None) -> GuidedField:

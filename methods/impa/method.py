@@ -11,6 +11,7 @@ Each treated target is paired with a control from the same batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from benchmark.errors import BenchmarkError
 from benchmark.method import Capabilities, GenerateRequest, TrainData, as_float
 from methods.training import Shape, TorchMethod, TrainingConfig, TrainingSet, random_flips
 
@@ -78,6 +80,8 @@ class IMPA(TorchMethod):
     default_profile = "quick"
     display_order = 2
     history_columns = ("d_loss", "g_loss", "cycle", "lambda_ds")
+    published = ("IMPA {step:06d}_nets.ckpt with {step:06d}_embeddings.ckpt beside it (theislab/IMPA 13eb82f, "
+                 "IMPA/solver.py:321-334, IMPA/checkpoint.py:31-50)")
     precisions = ("no",)  # float32, as published
     accumulates = False
 
@@ -113,6 +117,56 @@ class IMPA(TorchMethod):
                 "style_encoder": (self.nets["style_encoder"], (x,)),
                 "mapping": (self.nets["mapping"], (torch.zeros(1, embedding_dim), torch.zeros(1, c.z_dim))),
                 "discriminator": (self.nets["discriminator"], (x, torch.zeros(1, dtype=torch.long)))}
+
+    # official name of each network in `{step}_nets.ckpt` (IMPA/model.py:663-666), and the renames of ours to theirs
+    # that `perf/parity.py` proves (a shortcut is `conv1x1`; the encoders' trunks are `conv` and `conv_blocks`)
+    OFFICIAL = {"generator": "generator", "style_encoder": "style_encoder", "mapping": "mapping_network",
+                "discriminator": "discriminator"}
+    TRUNK = {"style_encoder": "conv.", "discriminator": "conv_blocks.", "generator": "", "mapping": ""}
+
+    def load_published(self, path: Path, data: TrainData, weights: str) -> dict[str, Any]:
+        """Every network from `{step}_nets.ckpt`, and a check of the frozen embedding table of `{step}_embeddings.ckpt`
+        against the task's: the official loader indexes it by the sorted names of the training perturbations
+        (`np.unique`, IMPA/dataset/data_loader.py:143-154, 195-205; controls too with `add_controls`), and the
+        mapping network was trained on those rows, so they must be the task's embeddings of the same names."""
+        from methods.published import file_record, load_into, official_rows, read_checkpoint, require_keys
+
+        if weights != "ema":  # IMPA keeps no average: its one set of weights is what either choice means
+            raise BenchmarkError(f"{path}: IMPA checkpoints hold one set of weights (no EMA); drop --checkpoint-weights")
+        if not path.name.endswith("_nets.ckpt"):
+            raise BenchmarkError(f"{path}: expected IMPA's {{step:06d}}_nets.ckpt (with {{step:06d}}_embeddings.ckpt "
+                                 "beside it)")
+        what = "IMPA's networks (generator, style_encoder, discriminator, mapping_network)"
+        nets = read_checkpoint(path, what)
+        require_keys(nets, self.OFFICIAL.values(), path, what)
+        for ours, theirs in self.OFFICIAL.items():
+            state = nets[theirs]
+            if state and all(k.startswith("module.") for k in state):  # saved from inside DataParallel
+                state = {k[len("module."):]: v for k, v in state.items()}
+            load_into(self.nets[ours], state, f"{path} ({theirs})",
+                      aliases=((r"\.skip\.", ".conv1x1."), (r"^trunk\.body\.", self.TRUNK[ours])))
+        emb_file = path.with_name(path.name[: -len("_nets.ckpt")] + "_embeddings.ckpt")
+        what = "IMPA's embedding table ({'embedding_matrix': {'weight': n x dim}})"
+        table = read_checkpoint(emb_file, what)
+        require_keys(table, ["embedding_matrix"], emb_file, what)
+        require_keys(table["embedding_matrix"], ["weight"], emb_file, what)
+        weight = table["embedding_matrix"]["weight"].float().numpy()
+        names = sorted(data.perturbations)
+        if len(weight) == len(names) + 1:  # trained with add_controls: the control is one of the classes
+            names = sorted([*names, data.control])
+        rows = official_rows(weight, names, list(data.perturbations), str(emb_file))
+        task = data.embeddings.astype(np.float32)
+        if rows.shape != task.shape:
+            raise BenchmarkError(f"{emb_file}: embeddings of width {rows.shape[1]}, the task's are {task.shape[1]}")
+        # the same numbers read from the same CSV: equal up to float32 rounding of the file's values
+        off = np.abs(rows - task).max(axis=1) > 1e-6 * np.maximum(1.0, np.abs(task).max(axis=1))
+        if off.any():
+            name = data.perturbations[int(np.flatnonzero(off)[0])]
+            raise BenchmarkError(f"{emb_file}: the row of {name!r} (official order: sorted training perturbations) "
+                                 "differs from the task's embedding of it; the checkpoint was trained with another "
+                                 "embedding file or perturbation set (prepare the task with the embeddings it used)")
+        return {"format": self.published, "files": file_record(path, emb_file), "weights": "the only set",
+                "perturbations": len(names), "embedding_rows_checked": len(rows)}
 
     def lambda_ds(self, step: int) -> float:
         c = self.config

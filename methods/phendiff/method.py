@@ -13,12 +13,14 @@ channel count.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from benchmark.errors import BenchmarkError
 from benchmark.method import Capabilities, GenerateRequest, TrainData, as_float
 from methods.training import (Shape, TorchMethod, TrainingConfig, TrainingSet, decide,
                               random_flips)
@@ -62,6 +64,7 @@ class PhenDiffConfig(TrainingConfig):
     generation_steps: int = 100
     guidance: float = 1.0  # 1 = no classifier-free guidance, as published
     use_ema: bool = True
+    class_table: int = 0  # > 0: a published class table of this many rows replaces the embedding encoder (import)
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -91,6 +94,9 @@ class PhenDiff(TorchMethod):
     profiles = PROFILES
     default_profile = "quick"
     display_order = 1
+    published = ("PhenDiff's saved DDIM pipeline folder: model_index.json, scheduler/, unet/ (config.json and "
+                 "diffusion_pytorch_model.safetensors or .bin) (thethomasboyer/PhenDiff b060a15, "
+                 "src/utils_training.py:1004-1058)")
 
     def __init__(self, config: PhenDiffConfig | None = None) -> None:
         super().__init__(config)
@@ -117,15 +123,19 @@ class PhenDiff(TorchMethod):
     def _denoiser(self) -> Denoiser:
         c, shape = self.config, self.shape
         return Denoiser(shape.channels, shape.embedding_dim, tuple(c.widths), c.layers_per_block, c.attention_head_dim,
-                        c.norm_num_groups, c.resize or shape.image_size, c.null_condition == "zero")
+                        c.norm_num_groups, c.resize or shape.image_size, c.null_condition == "zero", c.class_table)
 
     def build(self, shape: Shape) -> None:
         """The denoiser at the size it trains and translates at (`resize`, else the task's)."""
+        self.shape = shape
+        self.model = self._denoiser()
+        self.build_ema()
+
+    def build_ema(self) -> None:
+        """The average of the weights, starting from the model's current ones."""
         from diffusers.training_utils import EMAModel
 
         c = self.config
-        self.shape = shape
-        self.model = self._denoiser()
         self.ema = EMAModel(self.model.parameters(), decay=c.ema_max_decay, use_ema_warmup=True,
                             inv_gamma=c.ema_inv_gamma, power=c.ema_power)
 
@@ -197,6 +207,54 @@ class PhenDiff(TorchMethod):
         self.ema.step(self.model.parameters())
         return [loss.item()]
 
+    # --- published weights ---------------------------------------------------------------
+    SCHEDULER_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type",
+                      "rescale_betas_zero_snr", "timestep_spacing", "clip_sample")
+
+    def load_published(self, path: Path, data: TrainData, weights: str) -> dict[str, Any]:
+        """The folder `save_pretrained` wrote (its U-Net holds the EMA weights: they are copied in before saving).
+        The class table (`class_embedding.weight`) is indexed as torchvision's ImageFolder indexes class folders:
+        sorted names (src/utils_dataset.py:67, 138), the control among them, since translation starts from it."""
+        import dataclasses
+        import json
+
+        from methods.published import file_record, load_into, official_rows
+
+        if weights != "ema":
+            raise BenchmarkError(f"{path}: a saved PhenDiff pipeline holds only its EMA weights; drop "
+                                 "--checkpoint-weights")
+        unet_dir, files = path / "unet", []
+        for name in ("model_index.json", "scheduler/scheduler_config.json", "unet/config.json"):
+            if not (path / name).is_file():
+                raise BenchmarkError(f"{path}: no {name}; expected a PhenDiff pipeline folder ({self.published})")
+            files.append(path / name)
+        theirs = json.loads((path / "scheduler/scheduler_config.json").read_text())
+        ours = self.scheduler().config
+        for key in self.SCHEDULER_KEYS:
+            if key in theirs and theirs[key] != ours[key]:
+                raise BenchmarkError(f"{path / 'scheduler/scheduler_config.json'}: {key} is {theirs[key]!r}, our "
+                                     f"sampler uses {ours[key]!r}; set it to match (--set) or use another checkpoint")
+        state = _read_unet(unet_dir)
+        files.append(state.pop("__file__"))
+        if "class_embedding.weight" not in state:
+            raise BenchmarkError(f"{unet_dir}: no class_embedding.weight; expected a class-conditional PhenDiff U-Net")
+        table = state.pop("class_embedding.weight").float()
+        names = sorted([*data.perturbations, data.control])
+        rows = official_rows(table.numpy(), names, [*data.perturbations, data.control], str(unet_dir))
+        self.config = dataclasses.replace(self.config, class_table=len(data.perturbations), null_condition="zero")
+        self.build(self.shape)
+        n = load_into(self.model.unet, state, f"{unet_dir} (U-Net)")
+        classes = self.model.classes
+        classes.keys.copy_(torch.from_numpy(np.asarray(data.embeddings, np.float32)))
+        if len(torch.unique(classes.keys, dim=0)) < len(classes.keys):
+            raise BenchmarkError(f"task: two perturbations share an embedding; their published classes cannot be told "
+                                 "apart")
+        classes.rows.copy_(torch.from_numpy(rows[:-1]))
+        classes.control.copy_(torch.from_numpy(rows[-1]))
+        self.build_ema()
+        return {"format": self.published, "files": file_record(*files), "weights": "ema (as saved)",
+                "tensors": n + 1, "classes": names}
+
     def _net(self) -> Denoiser:
         """The EMA weights (or the raw ones) in a copy, leaving the training state alone."""
         net = self._denoiser()
@@ -247,3 +305,21 @@ class PhenDiff(TorchMethod):
         latent = self.invert(self._resized(request.controls), emb, torch.full((n,), CONTROL))
         out = self.regenerate(latent, emb, torch.full((n,), PERTURBATION))
         return self._resized(out, size).clamp(-1, 1).cpu()
+
+
+def _read_unet(folder: Path) -> dict[str, Any]:
+    """The U-Net's tensors from a diffusers folder, safetensors first (no code runs either way); the file read is
+    returned under `__file__`."""
+    from methods.published import read_checkpoint
+
+    safe, bin_ = folder / "diffusion_pytorch_model.safetensors", folder / "diffusion_pytorch_model.bin"
+    if safe.is_file():
+        from safetensors.torch import load_file
+
+        try:
+            return {**load_file(str(safe)), "__file__": safe}
+        except Exception as e:  # noqa: BLE001 - a damaged file, said in one line
+            raise BenchmarkError(f"{safe}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+    if bin_.is_file():
+        return {**read_checkpoint(bin_, "a diffusers U-Net state dict"), "__file__": bin_}
+    raise BenchmarkError(f"{folder}: no diffusion_pytorch_model.safetensors or .bin")

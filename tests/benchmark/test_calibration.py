@@ -201,3 +201,33 @@ def test_map_is_calibrated_in_each_space_and_capped_by_its_name(data_dir, tmp_pa
     assert set(summary[summary["metric"] == "fid_c [tiny]"]["n"]) == {2, 4}
     assert calibrate_tiny(data_dir, out, "--n", "2", "--max-n", "mAP=2") == 2
     assert "--max-n mAP=2: neither a feature space scored (tiny) nor the start of a metric" in capsys.readouterr().err
+
+
+def test_merge_replaces_the_recomputed_metrics_rows_and_keeps_the_rest(data_dir, tmp_path, capsys):
+    """A calibration redone for some metrics (here: another feature space added, the paired errors recomputed)
+    keeps every other row as it was and says which rows came from which run; another seed cannot be merged."""
+    import json
+
+    out = tmp_path / "cal"
+    args = ["--n", "4", "--boot", "4", "--ladders", "mixing,blur"]
+    assert calibrate_tiny(data_dir, out, *args) == 0
+    before = pd.read_csv(out / "values.csv")
+    assert not before["metric"].str.contains("morphology").any()
+    from benchmark.cli import main
+
+    common = ["calibrate", "--task", "synthetic-tiny", "--data-dir", str(data_dir), "--out", str(out), *args]
+    assert main([*common, "--features", "morphology", "--merge"]) == 0
+    after = pd.read_csv(out / "values.csv")
+    tiny = before[before["metric"].str.contains(r"\[tiny\]")]
+    pd.testing.assert_frame_equal(after[after["metric"].str.contains(r"\[tiny\]")].reset_index(drop=True),
+                                  tiny.reset_index(drop=True))
+    assert after["metric"].str.contains(r"\[morphology\]").any() and len(after) > len(before)
+    assert after.groupby(["ladder", "metric", "n", "rung"]).size().max() == 1  # no metric twice
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["metric"]) == set(after["metric"])
+    prov = json.loads((out / "provenance.json").read_text())
+    assert any(k.startswith("rows of ") and "fid_o [morphology]" in k for k in prov)
+    assert "fid_o [morphology]" in (out / "summary.md").read_text()
+    capsys.readouterr()
+    assert main([*common, "--features", "morphology", "--merge", "--seed", "1"]) != 0
+    assert "provenance.json has seed 0, this calibration 1" in capsys.readouterr().err

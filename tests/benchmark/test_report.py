@@ -216,3 +216,22 @@ def test_each_table_says_what_its_metrics_resolve_at_its_n(results, tmp_path):
     assert "## What these metrics resolve at n = 4 per perturbation" in text  # 16 is more than the tiny screen's 8
     assert "| fid_c [inception] | 0.25 | 1 of 1 |" in text
     assert "- fid_c [inception]: n = 4 per perturbation (resolves the smallest step of every ladder from n = 4" in text
+
+
+def test_a_feature_space_scored_with_two_sets_of_weights_is_refused(results, tmp_path, capsys):
+    """One seed's MoA accuracy from a retrained classifier (another hash) must not be averaged with the others'."""
+    _, runs = results
+    records = tmp_path / "records"
+    assert main(["list-runs", "--out", str(runs), "--export", str(records)]) == 0
+    assert main(["report", "--runs", str(records), "--results", str(tmp_path / "ok")]) == 0
+    one = sorted(records.glob("*-cellflow-*"))[0] / "metrics.csv"
+    m = pd.read_csv(one, keep_default_na=False)
+    moa = m["feature_space"].str.startswith("moa")
+    assert moa.any()
+    m.loc[moa, "extractor_sha256"] = "f" * 64
+    m.to_csv(one, index=False)
+    assert main(["report", "--runs", str(records), "--results", str(tmp_path / "mixed")]) != 0
+    err = capsys.readouterr().err
+    assert one.parent.name in err and "ffffffffffffffff" in err and "not comparable" in err
+    assert not (tmp_path / "mixed").exists()
+

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from benchmark import io
 from benchmark.cli import main
 from benchmark.store import RunStore
 
@@ -116,3 +117,33 @@ def test_every_pinned_package_is_recorded_in_each_manifest():
     assert len(pinned) >= 10
     for name in pinned:
         assert recorded.get(name, "not installed") != "not installed", name
+
+
+def test_a_published_checkpoint_is_imported_scored_and_labelled_as_such(tmp_path, data_dir, tiny_data, capsys):
+    """`run --checkpoint`: no training; the record says the weights were imported (files and hashes), and the
+    report keeps the row apart from trained ones."""
+    import json
+
+    from ..conftest import TINY_ADM, write_cellflux_checkpoint
+
+    ckpt = tmp_path / "checkpoint.pth"
+    write_cellflux_checkpoint(ckpt, tiny_data.train_data())
+    runs = tmp_path / "runs"
+    common = ["--task", "synthetic-tiny", "--out", str(runs), "--data-dir", str(data_dir), "--features", "tiny"]
+    tiny = [a for s in TINY_ADM + ["nfe=2", "solver=euler"] for a in ("--set", s)]
+    assert main(["run", "--method", "cellflow", *common, "--checkpoint", str(ckpt), *tiny]) == 0
+    assert main(["run", "--method", "identity", *common]) == 0
+    run = next(p for p in runs.iterdir() if "-cellflow-" in p.name)
+    m = json.loads((run / "manifest.json").read_text())
+    assert (m["model_source"], m["variant"], m["profile"]) == ("imported", "imported", "official")
+    assert m["fit"]["imported"]["weights"] == "ema" and m["fit"]["imported"]["epoch"] == 3
+    assert "steps" not in m["fit"] and list(m["fit"]["imported"]["files"].values())[0] == io.sha256_file(ckpt)
+    assert main(["report", "--runs", str(runs), "--results", str(tmp_path / "report")]) == 0
+    tables = (tmp_path / "report" / "synthetic-tiny" / "tables.md").read_text()
+    assert "| cellflow (imported) |" in tables and "published checkpoint imported (ema weights; checkpoint.pth" in tables
+    capsys.readouterr()
+    assert main(["run", "--method", "identity", *common, "--checkpoint", str(ckpt)]) != 0
+    assert "method identity has no importer of published checkpoints (methods with one: cellflow, impa, phendiff)" in \
+        capsys.readouterr().err
+    assert main(["run", "--method", "cellflow", *common, "--checkpoint", str(ckpt), "--from-run", str(run)]) != 0
+    assert "two sources of a model" in capsys.readouterr().err

@@ -26,9 +26,13 @@ RECORDED = _recorded()
 
 @pytest.mark.parametrize("run,manifest", RECORDED, ids=[r for r, _ in RECORDED])
 def test_the_reference_profile_resolves_to_the_config_its_committed_runs_recorded(run, manifest):
-    _, config = resolve_method(manifest["method"], "reference", list(manifest["overrides"]))
+    """An option added since is allowed only at its default (which must keep the old behaviour)."""
+    cls, config = resolve_method(manifest["method"], "reference", list(manifest["overrides"]))
     resolved = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as the manifest's lists
-    assert resolved == manifest["config"]
+    defaults = json.loads(json.dumps(dataclasses.asdict(cls.Config())))
+    added = {k: v for k, v in resolved.items() if k not in manifest["config"]}
+    assert added == {k: defaults[k] for k in added}
+    assert {k: v for k, v in resolved.items() if k not in added} == manifest["config"]
 
 
 def test_there_are_committed_reference_runs_of_every_trained_method():
