@@ -636,14 +636,14 @@ def merged(out: Path, values: pd.DataFrame, summary: pd.DataFrame, rungs: pd.Dat
     new = set(summary["metric"])
     tables = []
     for name, fresh in (("values.csv", values), ("summary.csv", summary)):
+        # the new rows take the places of the rows they replace; rows the old output did not have go last
         old = pd.read_csv(out / name)
-        kept = old[~old["metric"].isin(new)]
-        order = list(dict.fromkeys([*old["metric"], *fresh["metric"]]))
-        both = pd.concat([kept, fresh], ignore_index=True)
-        ladders = list(dict.fromkeys([*old["ladder"], *fresh["ladder"]]))
-        both = both.assign(_l=both["ladder"].map(ladders.index), _m=both["metric"].map(order.index))
-        keys = ["_l", "_m", "n"] + (["rung"] if "rung" in both else [])
-        tables.append(both.sort_values(keys, kind="stable").drop(columns=["_l", "_m"]).reset_index(drop=True))
+        keys = ["ladder", "metric", "n"] + (["rung"] if "rung" in old else [])
+        place = {k: i for i, k in enumerate(map(tuple, old[keys].to_numpy().tolist()))}
+        at = [place.get(k, len(old) + i) for i, k in enumerate(map(tuple, fresh[keys].to_numpy().tolist()))]
+        both = pd.concat([old[~old["metric"].isin(new)].assign(_at=np.flatnonzero(~old["metric"].isin(new))),
+                          fresh.assign(_at=at)], ignore_index=True)
+        tables.append(both.sort_values("_at", kind="stable").drop(columns="_at").reset_index(drop=True))
     part = ", ".join(sorted(new))
     prov = {**old_prov, f"rows of {part}": f"recomputed by code {provenance['code']}, MoA classifier "
                                            f"{provenance['MoA classifier']}; {provenance['compute']}"}

@@ -209,10 +209,13 @@ def test_merge_replaces_the_recomputed_metrics_rows_and_keeps_the_rest(data_dir,
     import json
 
     out = tmp_path / "cal"
-    args = ["--n", "4", "--boot", "4", "--ladders", "mixing,blur"]
+    args = ["--n", "2,4", "--boot", "4", "--ladders", "mixing,blur"]
     assert calibrate_tiny(data_dir, out, *args) == 0
     before = pd.read_csv(out / "values.csv")
     assert not before["metric"].str.contains("morphology").any()
+    files = {name: (out / name).read_bytes() for name in ("values.csv", "summary.csv")}
+    assert calibrate_tiny(data_dir, out, *args, "--merge") == 0  # the same metrics again: the same files
+    assert all((out / name).read_bytes() == files[name] for name in files)
     from benchmark.cli import main
 
     common = ["calibrate", "--task", "synthetic-tiny", "--data-dir", str(data_dir), "--out", str(out), *args]
