@@ -31,6 +31,7 @@ from scipy import ndimage, stats
 from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.metrics.stats import normal_ci_from_bootstrap
+from benchmark.plotting import pyplot, save_figure
 
 
 @dataclass(frozen=True)
@@ -582,10 +583,7 @@ def summary_markdown(summary: pd.DataFrame, rungs: pd.DataFrame, provenance: dic
 def draw(values: pd.DataFrame, rungs: pd.DataFrame, ladder: str, path: Path) -> Path:
     """One ladder: every metric against the rung's parameter, one panel per metric, one line per n, bootstrap
     bands."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import seaborn as sns
 
     part = values[values["ladder"] == ladder].merge(rungs[rungs["ladder"] == ladder][["rung", "value"]],
@@ -609,11 +607,7 @@ def draw(values: pd.DataFrame, rungs: pd.DataFrame, ladder: str, path: Path) -> 
     param = rungs.loc[rungs["ladder"] == ladder, "parameter"].iloc[0]
     fig.suptitle(f"ladder {ladder}: each metric against the {param} (rung 0: the true counterfactuals); band: 95% "
                  "bootstrap over images", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def merged(out: Path, values: pd.DataFrame, summary: pd.DataFrame, rungs: pd.DataFrame,

@@ -21,10 +21,11 @@ import numpy as np
 from benchmark import io
 from benchmark.display import display, display_key
 from benchmark.errors import BenchmarkError
+from benchmark.plotting import pyplot, save_figure
 from benchmark.registry import TASKS
+from benchmark.store import GENERATED, TRAJECTORIES
 
 N_PERTURBATIONS = 6
-PNG = {"metadata": {"Software": None}}
 
 
 def sample_perturbations(data, wanted: list[str] | None = None) -> list[str]:
@@ -46,10 +47,7 @@ def sample_perturbations(data, wanted: list[str] | None = None) -> list[str]:
 
 
 def samples_figure(data, plan, chosen: dict[str, object], path: Path, perts: list[str]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ref = plan.reference.reset_index(drop=True)
     annot = data.annotations()
@@ -59,7 +57,7 @@ def samples_figure(data, plan, chosen: dict[str, object], path: Path, perts: lis
         k = int(np.flatnonzero(ref["CPD_NAME"].to_numpy() == pert)[0])  # first reference image of the perturbation
         tiles = [data.images[int(ref["row"][k])], data.images[int(plan.requests["control_row"][k])]]
         for run in chosen.values():
-            tiles.append(np.load(run.path / "generated.npy", mmap_mode="r")[k])
+            tiles.append(np.load(run.path / GENERATED, mmap_mode="r")[k])
         for j, tile in enumerate(tiles):
             ax = axes[i, j]
             ax.imshow(display(np.asarray(tile)[None])[0], interpolation="nearest")
@@ -71,18 +69,11 @@ def samples_figure(data, plan, chosen: dict[str, object], path: Path, perts: lis
                 moa = f"\n({annot[pert]})" if data.task.moa else ""
                 ax.set_ylabel(f"{pert}{moa}", fontsize=6)
     fig.suptitle(f"{data.task.name}: {display_key(data.task.channels)}", fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, **PNG)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def pca_figure(data, plan, chosen: dict[str, object], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from benchmark.metrics.evaluate import view_features
     from benchmark.metrics.features import Morphology
@@ -98,7 +89,7 @@ def pca_figure(data, plan, chosen: dict[str, object], path: Path) -> Path:
                                plan.reference["BATCH"].to_numpy())}
     batch_of_request = plan.requests["target_batch"].to_numpy()
     for label, run in chosen.items():
-        gen = np.load(run.path / "generated.npy", mmap_mode="r")
+        gen = np.load(run.path / GENERATED, mmap_mode="r")
         groups[label] = (features(gen, f"{label}'s images"), batch_of_request)
     real = np.concatenate([groups["test controls"][0], groups["real targets"][0]])
     mu, sd = real.mean(0), real.std(0) + 1e-6
@@ -121,11 +112,7 @@ def pca_figure(data, plan, chosen: dict[str, object], path: Path) -> Path:
         ax.set_xlabel(f"PC1 ({explained[0]:.0%} of variance)", fontsize=7)
         ax.set_ylabel(f"PC2 ({explained[1]:.0%} of variance)", fontsize=7)
     axes.flat[0].legend(fontsize=6, markerscale=2, title="batch", title_fontsize=6)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, **PNG)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def figures(chosen_by_task: dict[str, dict[str, object]], data_dir: Path, out: Path,
@@ -145,14 +132,14 @@ def figures(chosen_by_task: dict[str, dict[str, object]], data_dir: Path, out: P
                 notes.append(f"{task}: {label} left out of the figures (run {run.manifest.run_id} answers another "
                              "evaluation plan than this data gives)")
                 del chosen[label]
-        chosen = {k: r for k, r in chosen.items() if (r.path / "generated.npy").is_file()}
+        chosen = {k: r for k, r in chosen.items() if (r.path / GENERATED).is_file()}
         d = Path(out) / task
         written.append(samples_figure(data, plan, chosen, d / "samples.png", sample_perturbations(data, sample_perts)))
         written.append(pca_figure(data, plan, chosen, d / "pca.png"))
         for label, run in chosen.items():
             if run.manifest.variant != "default":
                 continue
-            for strip in sorted((run.path / "trajectories").glob("*.png")):
-                written.append(d / "trajectories" / strip.name)
+            for strip in sorted((run.path / TRAJECTORIES).glob("*.png")):
+                written.append(d / TRAJECTORIES / strip.name)
                 io.write_bytes(written[-1], strip.read_bytes())
     return written, notes

@@ -21,6 +21,7 @@ from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.external import EXTERNAL
 from benchmark.metrics.stats import friedman, paired_comparison, t_half_width
+from benchmark.plotting import pyplot, save_figure
 from benchmark.store import RunStore
 
 KEYS = ["task", "method", "variant", "config", "metric", "feature_space", "perturbation", "extractor_sha256"]
@@ -242,10 +243,7 @@ def table_shift(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, dict[str, pd
 
 def draw_shift(table: pd.DataFrame, space: str, task: str, path: Path) -> Path:
     """Heatmap of effect sizes: rows perturbation x feature, columns the real cells then each method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     values = table.drop(columns=["perturbation", "feature"])
     lim = float(np.nanmax(np.abs(values.to_numpy(float)))) if values.size else 1.0
@@ -256,11 +254,7 @@ def draw_shift(table: pd.DataFrame, space: str, task: str, path: Path) -> Path:
                   fontsize=4)
     ax.set_title(f"{task}: effect size vs controls (Cohen's d), top features per perturbation [{space}]", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.04, label="Cohen's d")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, metadata={"Software": None})
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=150)
 
 
 PER_PERTURBATION = [("fid", "FID"), ("kid", "KID")]  # metrics scored per perturbation (lower is better)
@@ -274,10 +268,7 @@ def draw_cd(table: pd.DataFrame, title: str, path: Path) -> Path | None:
         return None
     import warnings
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    pyplot()  # the Agg backend, before autorank imports pyplot
     from autorank import autorank, plot_stats
 
     with warnings.catch_warnings():
@@ -286,10 +277,7 @@ def draw_cd(table: pd.DataFrame, title: str, path: Path) -> Path | None:
         ax = plot_stats(result, allow_insignificant=True)
     ax.set_title(f"{title}: mean rank over {len(complete)} perturbations (1 = best), Friedman p = {result.pvalue:.2g}, "
                  f"Nemenyi CD = {result.cd:.2f}", fontsize=7)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ax.figure.savefig(path, dpi=150, bbox_inches="tight", metadata={"Software": None})
-    plt.close(ax.figure)
-    return path
+    return save_figure(ax.figure, path, dpi=150, tight=False, bbox_inches="tight")
 
 
 def comparisons(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, list[str]]:
@@ -479,10 +467,7 @@ def draw_curves(frame: pd.DataFrame, task: str, path: Path) -> Path | None:
     curves = frame.dropna(subset=["step"])
     if curves.empty:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import seaborn as sns
 
     metrics = [m for m in ("val_fd_morph_o", "val_fd_morph_c", "val_paired_rmse") if m in set(curves["metric"])]
@@ -515,11 +500,7 @@ def draw_curves(frame: pd.DataFrame, task: str, path: Path) -> Path | None:
     fig.suptitle(f"{task}: learning curves on the validation split\n(against images: mean over seeds, band: their "
                  f"range; against time: one line per seed; "
                  f"seeds per method: {', '.join(f'{k} {v}' for k, v in n.items())})", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, metadata={"Software": None})
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def one_run_per_label(runs, lb: pd.DataFrame, task: str) -> dict[str, object]:

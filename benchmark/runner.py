@@ -33,7 +33,7 @@ from benchmark.metrics.evaluate import FeatureCache, evaluate
 from benchmark.metrics.features import ExtractorContext
 from benchmark.registry import (CHANNEL_RULES, DEFAULT_FEATURES, FEATURES, METHODS, SCORERS, TASKS,
                                 check_features)
-from benchmark.store import MANIFEST, Manifest, RunStore, read_manifest, write_record
+from benchmark.store import GENERATED, MANIFEST, MODEL, REQUESTS, TRAJECTORIES, Manifest, RunStore, read_manifest, write_record
 
 
 
@@ -167,7 +167,7 @@ CURVE_PER_PERTURBATION = 4  # validation targets per perturbation behind a learn
 def validation_monitor(data, task):
     """The learning-curve scorer on the task's validation split; None where it has no validation images of a
     training perturbation (a method with `select=best` is then refused by its `fit`)."""
-    from benchmark.curves import ValidationMonitor
+    from benchmark.validation import ValidationMonitor
 
     try:
         return ValidationMonitor(data, CURVE_PER_PERTURBATION, seed=task.val_seed)
@@ -189,10 +189,10 @@ def reused_images(run_dir: Path, manifest: Manifest, task: str, split_hash: str,
         if want != have:
             raise BenchmarkError(f"{run_dir / MANIFEST}: {key} is {have!r}, this run needs {want!r}; "
                                  "its images answer another evaluation plan")
-    images = np.load(run_dir / "generated.npy", mmap_mode="r")
+    images = np.load(run_dir / GENERATED, mmap_mode="r")
     want_shape = (len(plan.requests), *image_shape)
     if images.dtype != np.uint8 or images.shape != want_shape:
-        raise BenchmarkError(f"{run_dir}/generated.npy: {images.dtype} array of shape {images.shape}, "
+        raise BenchmarkError(f"{run_dir / GENERATED}: {images.dtype} array of shape {images.shape}, "
                              f"expected uint8 of shape {want_shape}")
     return np.array(images)  # a writable copy: torch warns on read-only memory
 
@@ -237,14 +237,15 @@ def run(cfg: RunConfig) -> Path | None:
         from accelerate.utils import broadcast_object_list
 
         run_id = broadcast_object_list([None])[0]
-        _run_staged(cfg, task, cls, config, data, split_hash, run_id, store.root / ".staging" / run_id, t0, stages)
+        _run_staged(RunContext(cfg, task, cls, data, split_hash, run_id, store.root / ".staging" / run_id, stages, t0),
+                    config)
         return None
     def body(run_id: str, stage: Path) -> None:
         if state.num_processes > 1:
             from accelerate.utils import broadcast_object_list
 
             broadcast_object_list([run_id])
-        _run_staged(cfg, task, cls, config, data, split_hash, run_id, stage, t0, stages)
+        _run_staged(RunContext(cfg, task, cls, data, split_hash, run_id, stage, stages, t0), config)
 
     return recorded(store, store.new_id(cfg.method, cfg.task, cfg.seed), body)
 
@@ -281,94 +282,141 @@ def recorded(store: RunStore, run_id: str, body: Callable[[str, Path], None]) ->
         return store.commit(run_id)
 
 
-def _run_staged(cfg: RunConfig, task, cls: type[Method], config: Any, data, split_hash: str, run_id: str,
-                stage: Path, t0: float, stages: Stages) -> None:
-    seed_everything(cfg.seed)
-    train = data.train_data()
-    method = cls(config)
-    plan = data.eval_plan()
-    t_fit = time.time()
-    monitor = None
-    if cfg.checkpoint is not None:
-        stages.start(f"import: {cls.name} weights from {cfg.checkpoint} ({cfg.checkpoint_weights})")
-        fit_summary = method.import_published(cfg.checkpoint, train, cfg.checkpoint_weights)
-    elif cfg.from_run is None:
-        profile = cfg.profile or cls.default_profile
-        stages.start(f"train: {cls.name}{f' (profile {profile})' if profile else ''} on {len(train.obs)} images")
-        kwargs = {}
-        monitor = validation_monitor(data, task)
-        if monitor is not None and draws_curve(method):
-            kwargs["monitor"] = monitor
-            print(f"   learning curve: {monitor.n} validation images ({monitor.per_perturbation} a perturbation), "
-                  f"selection metric {monitor.metric}, rule select={config.select}", file=sys.stderr, flush=True)
-        fit_summary = method.fit(train, seed=cfg.seed, workdir=cfg.workdir or stage / "work", **kwargs) or {}
-    else:
-        stages.start(f"load: {'images' if cfg.reuse_generated else 'model'} of {cfg.from_run}")
-        trained = read_manifest(cfg.from_run, need_model=not cfg.reuse_generated)
-        fit_summary = {"from_run": trained.run_id, "trained_on": trained.task_name, "trained_with": trained.fit,
-                       "trained_git_sha": trained.git_sha}
-        if not cfg.reuse_generated:
-            method.load(Path(cfg.from_run) / "model")
-            fit_summary["model_sha256"] = {p.name: io.sha256_file(p) for p in sorted((Path(cfg.from_run) / "model").iterdir())}
-    t_fit = time.time() - t_fit
-    main = process_state().is_main_process
-    if not cfg.reuse_generated and main:
-        method.save(stage / "model")
-    if monitor is not None and "curve" not in fit_summary and main:
-        # a method without a curve (identity, oracle) is scored once on the validation plan: the reference lines of
-        # the learning-curve figure (the oracle: true counterfactuals of the validation controls, on a pool of its
-        # own so that the test images it draws next are those it drew before)
-        stages.start(f"validate: {monitor.n} validation images")
-        if cls.capabilities.reads_heldout:
-            method.attach_heldout(data.heldout_pool(plan))
-        fit_summary["validation"] = {**monitor(method), **monitor.describe()}
-    if not cfg.reuse_generated and cls.capabilities.reads_heldout:
-        method.attach_heldout(data.heldout_pool(plan))
-    seed_everything(cfg.seed)
-    stages.start(f"generate: {len(plan.requests)} images ({plan.requests['CPD_NAME'].nunique()} perturbations)")
-    t_gen = time.time()
+@dataclass
+class RunContext:
+    """What every stage of one run reads: its config, task, method class and data, and where it stages its files."""
+
+    cfg: RunConfig
+    task: Any
+    cls: type[Method]
+    data: Any
+    split_hash: str
+    run_id: str
+    stage: Path
+    stages: Stages
+    t0: float
+    train: Any = None  # the training data and the evaluation plan, read once the run is seeded
+    plan: Any = None
+
+
+@dataclass
+class Fitted:
+    """A run's model however it came: trained here, imported, or loaded from a stored run (whose images may be
+    scored as they are, `images`)."""
+
+    method: Method
+    summary: dict[str, Any]
+    monitor: Any = None  # the validation monitor, where the method was trained here
+    stored: Manifest | None = None  # the stored run the model or the images came from
+    images: np.ndarray | None = None
+
+
+def _train(ctx: RunContext, method: Method) -> Fitted:
+    cfg, cls = ctx.cfg, ctx.cls
+    profile = cfg.profile or cls.default_profile
+    ctx.stages.start(f"train: {cls.name}{f' (profile {profile})' if profile else ''} on {len(ctx.train.obs)} images")
+    kwargs = {}
+    monitor = validation_monitor(ctx.data, ctx.task)
+    if monitor is not None and draws_curve(method):
+        kwargs["monitor"] = monitor
+        print(f"   learning curve: {monitor.n} validation images ({monitor.per_perturbation} a perturbation), "
+              f"selection metric {monitor.metric}, rule select={method.config.select}", file=sys.stderr, flush=True)
+    summary = method.fit(ctx.train, seed=cfg.seed, workdir=cfg.workdir or ctx.stage / "work", **kwargs) or {}
+    return Fitted(method, summary, monitor=monitor)
+
+
+def _import(ctx: RunContext, method: Method) -> Fitted:
+    cfg = ctx.cfg
+    ctx.stages.start(f"import: {ctx.cls.name} weights from {cfg.checkpoint} ({cfg.checkpoint_weights})")
+    return Fitted(method, method.import_published(cfg.checkpoint, ctx.train, cfg.checkpoint_weights))
+
+
+def _load_stored(ctx: RunContext, method: Method) -> Fitted:
+    cfg, run_dir = ctx.cfg, Path(ctx.cfg.from_run)
+    ctx.stages.start(f"load: {'images' if cfg.reuse_generated else 'model'} of {run_dir}")
+    stored = read_manifest(run_dir, need_model=not cfg.reuse_generated)
+    summary = {"from_run": stored.run_id, "trained_on": stored.task_name, "trained_with": stored.fit,
+               "trained_git_sha": stored.git_sha}
     if cfg.reuse_generated:
-        generated = reused_images(Path(cfg.from_run), trained, task.name, split_hash, plan, data.images.shape[1:])
-        fit_summary["generated_by"] = trained.run_id
-        fit_summary["generated_sha256"] = io.sha256_file(Path(cfg.from_run) / "generated.npy")
-    else:
-        generated = generate_all(method, data, plan, cfg.seed, cfg.generate_batch, to=stage / "generated.npy")
+        images = reused_images(run_dir, stored, ctx.task.name, ctx.split_hash, ctx.plan, ctx.data.images.shape[1:])
+        summary.update(generated_by=stored.run_id, generated_sha256=io.sha256_file(run_dir / GENERATED))
+        return Fitted(method, summary, stored=stored, images=images)
+    method.load(run_dir / MODEL)
+    summary["model_sha256"] = {p.name: io.sha256_file(p) for p in sorted((run_dir / MODEL).iterdir())}
+    return Fitted(method, summary, stored=stored)
+
+
+def _validate_without_curve(ctx: RunContext, fitted: Fitted) -> None:
+    """A method trained here without a curve (identity, oracle) is scored once on the validation plan: the reference
+    lines of the learning-curve figure (the oracle: true counterfactuals of the validation controls, on a pool of its
+    own so that the test images it draws next are those it drew before)."""
+    monitor = fitted.monitor
+    if monitor is None or "curve" in fitted.summary:
+        return
+    ctx.stages.start(f"validate: {monitor.n} validation images")
+    if ctx.cls.capabilities.reads_heldout:
+        fitted.method.attach_heldout(ctx.data.heldout_pool(ctx.plan))
+    fitted.summary["validation"] = {**monitor(fitted.method), **monitor.describe()}
+
+
+def _run_staged(ctx: RunContext, config: Any) -> None:
+    cfg, cls = ctx.cfg, ctx.cls
+    seed_everything(cfg.seed)
+    ctx.train = ctx.data.train_data()
+    method = cls(config)
+    ctx.plan = plan = ctx.data.eval_plan()
+    mode = _import if cfg.checkpoint is not None else _train if cfg.from_run is None else _load_stored
+    t_fit = time.time()
+    fitted = mode(ctx, method)
+    method, t_fit = fitted.method, time.time() - t_fit
+    main = process_state().is_main_process
+    if fitted.images is None and main:
+        method.save(ctx.stage / MODEL)
+    if main:
+        _validate_without_curve(ctx, fitted)
+    if fitted.images is None and cls.capabilities.reads_heldout:
+        method.attach_heldout(ctx.data.heldout_pool(plan))
+    seed_everything(cfg.seed)
+    ctx.stages.start(f"generate: {len(plan.requests)} images ({plan.requests['CPD_NAME'].nunique()} perturbations)")
+    t_gen = time.time()
+    generated = fitted.images if fitted.images is not None else generate_all(
+        method, ctx.data, plan, cfg.seed, cfg.generate_batch, to=ctx.stage / GENERATED)
     if not main:
         return
     t_gen = time.time() - t_gen
-    if cls.capabilities.trajectories and not cfg.reuse_generated:  # drawn now, so the report only collects files
+    if cls.capabilities.trajectories and fitted.images is None:  # drawn now, so the report only collects files
         from benchmark.trajectory import DEFAULT_FRAMES, draw
 
-        draw(method, data, data.eval_perturbations()[0], DEFAULT_FRAMES, 4, stage / "trajectories", 0, run_id,
-             f"{cls.name} on {task.name} (seed {cfg.seed})")
+        draw(method, ctx.data, ctx.data.eval_perturbations()[0], DEFAULT_FRAMES, 4, ctx.stage / TRAJECTORIES, 0,
+             ctx.run_id, f"{cls.name} on {ctx.task.name} (seed {cfg.seed})")
     t_eval = time.time()
-    metrics, provenance = score_staged(cfg, task, data, plan, split_hash, generated, stage, stages)
+    metrics, provenance = score_staged(cfg, ctx.task, ctx.data, plan, ctx.split_hash, generated, ctx.stage, ctx.stages)
     t_eval = time.time() - t_eval
+    stored, variant = fitted.stored, method.variant()
     manifest = Manifest(
-        run_id=run_id, method=cls.name, method_origin=METHODS.origin(cls.name), display_order=cls.display_order,
-        variant=method.variant() if cfg.checkpoint is None else
-        "imported" if method.variant() == "default" else f"{method.variant()}, imported",
+        run_id=ctx.run_id, method=cls.name, method_origin=METHODS.origin(cls.name), display_order=cls.display_order,
+        variant=variant if cfg.checkpoint is None else "imported" if variant == "default" else f"{variant}, imported",
         # a run scored from another carries the settings it was trained with, then its own --set
-        profile=(cfg.profile or cls.default_profile) if cfg.from_run is None else trained.profile,
-        overrides=list(cfg.overrides) if cfg.from_run is None else [*trained.overrides, *cfg.overrides],
-        config=dataclasses.asdict(method.config) if method.config is not None else {}, task=task.spec(), seed=cfg.seed,
-        eval_seed=plan.seed, kid_seed=plan.seed, split_hash=split_hash, eval_plan_sha256=plan.digest(),
-        n_reference=len(plan.reference), features=provenance, fit=fit_summary,
+        profile=(cfg.profile or cls.default_profile) if stored is None else stored.profile,
+        overrides=list(cfg.overrides) if stored is None else [*stored.overrides, *cfg.overrides],
+        config=dataclasses.asdict(method.config) if method.config is not None else {}, task=ctx.task.spec(),
+        seed=cfg.seed, eval_seed=plan.seed, kid_seed=plan.seed, split_hash=ctx.split_hash,
+        eval_plan_sha256=plan.digest(), n_reference=len(plan.reference), features=provenance, fit=fitted.summary,
         timings_s={"fit": round(t_fit, 2), "generate": round(t_gen, 2), "evaluate": round(t_eval, 2),
-                   "total": round(time.time() - t0, 2)},
+                   "total": round(time.time() - ctx.t0, 2)},
         versions=versions(), **io.git_sha(), torch_threads=torch.get_num_threads(), sweep=cfg.sweep,
         model_source="imported" if cfg.checkpoint is not None else "trained here")
-    write_record(stage, manifest, metrics)
-    stages.end()
+    write_record(ctx.stage, manifest, metrics)
+    ctx.stages.end()
 
 
 def score_staged(cfg: "RunConfig | ScoreConfig", task, data, plan, split_hash: str, generated: np.ndarray,
                  stage: Path, stages: Stages) -> tuple[pd.DataFrame, dict]:
     """Keep a run's images in its folder and score them in every feature space and scorer of `cfg.features`: the
     one scoring path of runs trained here and of images made elsewhere."""
-    if not (stage / "generated.npy").is_file():  # generation may have written them there already
-        io.write_npy(stage / "generated.npy", generated)
-    io.write_csv(stage / "generated.csv", plan.requests)
+    if not (stage / GENERATED).is_file():  # generation may have written them there already
+        io.write_npy(stage / GENERATED, generated)
+    io.write_csv(stage / REQUESTS, plan.requests)
     ctx = ExtractorContext(cache_dir=Path(cfg.data_dir) / ".cache", channels=task.channels,
                            inception_weights=cfg.inception_weights)
     cache = FeatureCache(Path(cfg.data_dir) / ".cache" / "features")

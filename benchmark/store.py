@@ -27,6 +27,10 @@ from benchmark.errors import BenchmarkError
 
 MANIFEST = "manifest.json"  # the run's record: config, seeds, versions, hashes, timings (written last)
 METRICS = "metrics.csv"  # one row per metric x feature space x perturbation
+GENERATED = "generated.npy"  # the plan's images, N x H x W x C uint8, row i answers request i
+REQUESTS = "generated.csv"  # the plan's requests those rows answer
+MODEL = "model"  # the saved method (a folder that describes itself), where the run has one
+TRAJECTORIES = "trajectories"  # flow methods' strips, drawn when the run was made
 OWNER_FILE = ".owner.json"  # who is assembling a staged run: pid, host and the process's start time
 FAILURE_FILE = "failure.json"
 
@@ -162,7 +166,7 @@ def read_manifest(run_dir: Path, need_model: bool = False) -> Manifest:
         manifest = Manifest.from_json(json.loads(path.read_text()))
     except (BenchmarkError, ValueError) as e:
         raise BenchmarkError(f"{path}: {e}") from None
-    if need_model and not (Path(run_dir) / "model").is_dir():
+    if need_model and not (Path(run_dir) / MODEL).is_dir():
         raise BenchmarkError(f"{run_dir}: the run stored no model/ directory")
     return manifest
 

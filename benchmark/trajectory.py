@@ -18,8 +18,9 @@ from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.display import display, display_key
 from benchmark.method import to_tensor, to_uint8
+from benchmark.plotting import pyplot, save_figure
 from benchmark.registry import METHODS, TASKS
-from benchmark.store import read_manifest
+from benchmark.store import MODEL, read_manifest
 
 
 def strip(states: dict[float, torch.Tensor]) -> np.ndarray:
@@ -30,10 +31,7 @@ def strip(states: dict[float, torch.Tensor]) -> np.ndarray:
 
 def strip_figure(states: dict[float, torch.Tensor], title: str, key: str, path: Path) -> Path:
     """Rows = cells, columns = frames (in the order given), each column titled with its t; written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     times = list(states)
     n = len(states[times[0]])
@@ -50,13 +48,7 @@ def strip_figure(states: dict[float, torch.Tensor], title: str, key: str, path: 
             if j == 0:
                 ax.set_ylabel(f"cell {i + 1}", fontsize=7)
     fig.suptitle(f"{title}\n{key}", fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 DEFAULT_FRAMES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -70,7 +62,7 @@ def from_stored_run(run_dir: Path, perturbation: str, frames: tuple[float, ...],
     if not cls.capabilities.trajectories:
         raise BenchmarkError(f"method {cls.name} has no trajectories (only flow methods such as cellflow do)")
     read_manifest(run_dir, need_model=True)
-    method = cls.from_dir(Path(run_dir) / "model")  # the saved folder holds its config
+    method = cls.from_dir(Path(run_dir) / MODEL)  # the saved folder holds its config
     data = TASKS.get(manifest.task_name).load(data_dir)
     label = f"{manifest.method} on {data.task.name} (seed {manifest.seed})"
     return draw(method, data, perturbation, frames, n, out, seed, manifest.run_id, label)

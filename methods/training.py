@@ -344,7 +344,7 @@ class TorchMethod(Method):
     # --- the loop --------------------------------------------------------------------------
     def fit(self, data: TrainData, *, seed: int, workdir: Path, monitor: Any = None) -> dict[str, Any]:
         """Train for the configured steps, resuming from `workdir`'s checkpoint; with a `monitor` (a
-        `benchmark.curves.ValidationMonitor`), score the model at the curve's steps and keep the best weights when
+        `benchmark.validation.ValidationMonitor`), score the model at the curve's steps and keep the best weights when
         `select` is "best"."""
         c = self.config
         if c.select == "best" and (monitor is None or c.curve_points <= 0):

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from benchmark import io
-from benchmark.curves import ValidationMonitor
+from benchmark.validation import ValidationMonitor
 from benchmark.registry import TASKS
 from benchmark.runner import CURVE_PER_PERTURBATION, resolve_method
 

@@ -1,8 +1,8 @@
 """Reader for the on-disk layout IMPA published (and our simulated screen writes).
 
 One `H x W x C` uint8 `.npy` per crop, named from its SAMPLE_KEY by a
-per-dataset rule, plus a metadata CSV (read with `index_col=0`). See
-`shared/research/data_formats.md` for the facts this follows.
+per-dataset rule, plus a metadata CSV (read with `index_col=0`), as the official loader reads
+them (theislab/IMPA 13eb82f, `IMPA/dataset/data_loader.py` and `data_utils.py`).
 """
 
 from __future__ import annotations

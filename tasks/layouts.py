@@ -1,6 +1,7 @@
 """Where each published dataset keeps its crops, metadata and embeddings.
 
-These are the facts of `shared/research/data_formats.md` in one place: a
+These are the facts of the published data in one place (the paths of the official configs,
+theislab/IMPA 13eb82f `config_hydra/config/*.yaml` and yuhui-zh15/CellFlux 3256adc `configs/*.yaml`): a
 `Layout` says how to find a dataset inside the extracted IMPA archive
 (`IMPA_sources/`, the `--source` of `prepare`), how a SAMPLE_KEY names its
 crop file, which column keys the embedding table, and what the channels are.

@@ -28,7 +28,8 @@ DOWNLOAD = {
 }
 
 
-# (embedding width, treated perturbations) of the published data (shared/research/data_formats.md): BBBC021 26
+# (embedding width, treated perturbations) of the published data (IMPA's embedding CSVs, theislab/IMPA 13eb82f
+# `embeddings/`, and its metadata): BBBC021 26
 # in-distribution + 8 OOD compounds, 1024 Morgan bits; RxRx1 1,042 genes, gene2vec 200; cpg0000 296 compounds +
 # 296 sgRNAs + 155 ORFs, three tables zero-padded to the widest (1224)
 PUBLISHED_SHAPE = {"bbbc021": (1024, 34), "rxrx1": (200, 1042), "cpg0000": (1224, 747)}

@@ -1,7 +1,7 @@
 """The velocity field of the official CellFlux code: an ADM (guided-diffusion) U-Net.
 
 Written from the published architecture (Dhariwal & Nichol 2021, as configured by CellFlux's "bbbc021" model
-config; facts in shared/research/cellflux.md): every level at `width * mult` channels, `blocks` residual blocks per
+config, yuhui-zh15/CellFlux 3256adc `models/model_configs.py`, `models/unet.py`): every level at `width * mult` channels, `blocks` residual blocks per
 level on the way down and `blocks + 1` on the way up, each taking the skip of one encoder entry (the stem, every
 residual block, every downsampling), average-pool downsampling and nearest upsampling without convolution,
 GroupNorm(32) computed in float32, scale-shift conditioning, attention (one head) at the levels in

@@ -5,7 +5,8 @@ adds Gaussian noise to x0 with probability p_noise, drops the condition with
 probability p_drop, and regresses v(x_t, t, c) on x1 - x0. Sampling integrates
 the classifier-free-guided field from the control image.
 
-Where the paper and the official code differ (see shared/research/cellflux.md)
+Where the paper and the official code differ (yuhui-zh15/CellFlux 3256adc: `training/train_loop.py`,
+`train.py`, `submitit_train.py`, `models/`)
 each difference is an option; the `paper` profile follows the paper's text:
 batch 128, per-sample noise, no noise at inference, t ~ U[0, 1], Euler, random same-plate pairs.
 The CPU `quick` profile re-pairs each batch by minibatch optimal transport within the plate and samples with the
@@ -92,8 +93,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # treated training images, the official code's epoch), Euler; a GPU profile
     "paper": {"width": 128, "mults": (1, 2, 2, 2), "blocks": 2, "dropout": 0.1, "batch_size": 128, "epochs": 100,
               "noise_std": 1.0, "ema_decay": 0.9999, "checkpoint_every": 2000, "nfe": 50, "mixed_precision": "bf16"},
-    # the official code (CellFlux 3256adc; shared/research/cellflux.md): the ADM U-Net of 56.2M parameters, AdamW 1e-4
-    # betas (0.9, 0.95) wd 0.01 constant, fp16 with a gradient scaler, 32 per GPU x 4 GPUs (per-batch decisions per
+    # the official code (yuhui-zh15/CellFlux 3256adc, `models/model_configs.py`, `train.py`, `training/train_loop.py`,
+    # `submitit_train.py`): the ADM U-Net of 56.2M parameters, AdamW 1e-4 betas (0.9, 0.95) wd 0.01 constant, fp16 with a gradient scaler, 32 per GPU x 4 GPUs (per-batch decisions per
     # group of 32, as each GPU makes its own), 200 epochs over the treated training images, skewed times, per-batch
     # noise (p 0.5, sigma 1) and condition drop (0.2), dequantisation, per-image flips p 0.3, EMA 0.999; sampling from
     # control + N(0, 1) by Heun on the 51-point EDM grid (100 evaluations), CFG 1.2. A GPU profile.
@@ -104,8 +105,8 @@ PROFILES: dict[str, dict[str, Any]] = {
                  "time_sampling": "skewed", "p_noise": 0.5, "noise_std": 1.0, "noise_per": "batch", "p_drop": 0.2,
                  "p_drop_per": "batch", "dequantize": True, "flip_p": 0.3, "flip_per": "image", "ema_decay": 0.999,
                  "inference_noise": True, "solver": "edm_heun", "nfe": 100, "alpha": 1.2, "checkpoint_every": 2000},
-    # equal compute on the simulated screen (docs/reference-profiles.md): 10 minutes of training on one core of the
-    # 2-core machine at 46.7 img/s, the learning rate chosen on the validation split, the best validation checkpoint
+    # equal compute on the simulated screen: the reference budget as a step count (docs/reference-profiles.md), the
+    # learning rate chosen on the validation split, the best validation checkpoint
     "reference": {**CPU, "steps": 875, "curve_points": 4, "select": "best"},
     # Table 2c ablations, on top of quick
     "no-condition": {**QUICK, "condition": False, "alpha": 1.0},
@@ -155,7 +156,7 @@ class CellFlow(TorchMethod):
         else:
             self.model = UNet(channels, cond_dim, c.width, tuple(c.mults), c.blocks, c.attention, c.dropout,
                               c.time_scale)
-        if self.precision == "bf16":  # oneDNN's and cuDNN's fast bf16 convolutions want NHWC (2 CPU cores, quick: 99 -> 114 img/s)
+        if self.precision == "bf16":  # oneDNN's and cuDNN's fast bf16 convolutions want NHWC (docs/cellflow-quick-profile.md)
             self.model.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
 

@@ -3,7 +3,7 @@
 The control image is the generator's input; the style is a linear map of the
 perturbation's frozen embedding and a noise vector z, so an unseen compound
 gets a style zero-shot. Losses and hyper-parameters as published
-(shared/research/impa_phendiff.md): non-saturating GAN with R1, style
+(theislab/IMPA 13eb82f, `IMPA/solver.py`, `IMPA/model.py`): non-saturating GAN with R1, style
 reconstruction, diversity (weight decayed linearly to 0), cycle consistency.
 Each treated target is paired with a control from the same batch.
 """
@@ -57,14 +57,14 @@ class IMPAConfig(TrainingConfig):
 PROFILES: dict[str, dict[str, Any]] = {
     # CPU: narrow networks (0.9M parameters in all at 48 px), batch 16, the diversity weight decayed within the run
     "quick": {"ds_iter": 1500},
-    # equal compute on the simulated screen (docs/reference-profiles.md): 10 minutes of training on one core of the
-    # 2-core machine at 23 img/s, the diversity weight decayed within the run, the learning rate chosen on the
-    # validation split, the best validation checkpoint
+    # equal compute on the simulated screen: the reference budget as a step count (docs/reference-profiles.md), the
+    # diversity weight decayed within the run, the learning rate chosen on the validation split, the best validation
+    # checkpoint
     "reference": {"steps": 860, "ds_iter": 860, "lr": 1e-3, "curve_points": 4, "select": "best"},
     # as published for BBBC021 at 96 px (GPU)
     "paper": {"dim_in": 64, "max_conv_dim": 512, "batch_size": 32, "steps": 100_000, "ds_iter": 100_000,
               "checkpoint_every": 2000},
-    # the official code (theislab/IMPA 13eb82f, config bbbc021_six; shared/research/impa_phendiff.md): the paper's
+    # the official code (theislab/IMPA 13eb82f, `config_hydra/config/bbbc021_six.yaml`, `IMPA/solver.py`): the paper's
     # networks and optimiser, 200 epochs over the controls, each control with a treated image from any batch, and
     # inference z the mean of 100 draws per image
     "official": {"dim_in": 64, "max_conv_dim": 512, "batch_size": 32, "epochs": 200, "ds_iter": 100_000,

@@ -5,7 +5,8 @@ cells alike. To translate, the control image is DDIM-inverted to noise under the
 control condition and regenerated from exactly that latent under the target
 condition ("DDIB"). diffusers provides the U-Net, both schedulers, the EMA and
 the learning-rate schedule; this module wires them as published
-(shared/research/impa_phendiff.md) and lifts the published code's limits: any
+(thethomasboyer/PhenDiff b060a15, `train.py`, `src/utils_training.py`,
+`src/utils_Img2Img.py`) and lifts the published code's limits: any
 number of perturbations, embedding conditioning for unseen compounds, any
 channel count.
 """
@@ -70,17 +71,16 @@ class PhenDiffConfig(TrainingConfig):
 PROFILES: dict[str, dict[str, Any]] = {
     # CPU: a small denoiser, a short schedule and 20 + 20 DDIM steps
     "quick": {"steps": 1500, "lr": 5e-4, "warmup_steps": 100, "inversion_steps": 20, "generation_steps": 20},
-    # equal compute on the simulated screen (docs/reference-profiles.md): 10 minutes of training on one core of the
-    # 2-core machine at 26 img/s, warm-up 10% of the steps, the learning rate chosen on the validation split, the
-    # best validation checkpoint
+    # equal compute on the simulated screen: the reference budget as a step count (docs/reference-profiles.md),
+    # warm-up 10% of the steps, the learning rate chosen on the validation split, the best validation checkpoint
     "reference": {"steps": 490, "lr": 5e-4, "warmup_steps": 50, "inversion_steps": 20, "generation_steps": 20,
                   "curve_points": 4, "select": "best"},
     # as published (GPU): 30k steps, 100 + 100 steps; bf16 where the published code used fp16
     "paper": {"widths": (128, 256, 512), "layers_per_block": 2, "norm_num_groups": 32, "steps": 30_000,
               "checkpoint_every": 2000, "mixed_precision": "bf16"},
-    # the official code (thethomasboyer/PhenDiff b060a15; shared/research/impa_phendiff.md): the paper's U-Net, 96 per
-    # GPU x 8 GPUs = 768 a step at lr 1e-4 x sqrt(8), fp16, images resized to 128 px, unconditional passes decided
-    # per batch with a zero class embedding
+    # the official code (thethomasboyer/PhenDiff b060a15, `examples/examples_training_scripts/`, `train.py`): the
+    # paper's U-Net, 96 per GPU x 8 GPUs = 768 a step at lr 1e-4 x sqrt(8), fp16, images resized to 128 px,
+    # unconditional passes decided per batch with a zero class embedding
     "official": {"widths": (128, 256, 512), "layers_per_block": 2, "norm_num_groups": 32, "steps": 30_000,
                  "batch_size": 768, "grad_accum": 8, "lr": 1e-4 * 8 ** 0.5, "mixed_precision": "fp16", "resize": 128,
                  "p_uncond_per": "batch", "null_condition": "zero", "checkpoint_every": 2000},

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.curves import ValidationMonitor
+from benchmark.validation import ValidationMonitor
 from benchmark.errors import BenchmarkError
 from benchmark.method import (Capabilities, GenerateRequest, Method, TrainData, as_float, config_from_overrides,
                               to_tensor)

@@ -110,6 +110,27 @@ def test_the_report_only_reads_stored_runs():
         assert bad == set(), (name, bad)
 
 
+
+def test_a_report_loads_no_model_generation_or_torch_code_when_it_runs(tmp_path):
+    """The direct imports above are not enough: what a report run loads, transitively, from the committed records,
+    in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from benchmark.report import report; "
+            f"report({str(ROOT / 'results' / 'runs')!r}, {str(tmp_path / 'out')!r}, "
+            f"calibration={str(ROOT / 'results' / 'calibration')!r}); "
+            "print(' '.join(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.strip().splitlines()[-1].split())
+    assert (tmp_path / "out" / "tables.md").is_file()
+    bad = {m for m in loaded if m.split(".")[0] in ("methods", "torch", "diffusers")
+           or m in ("benchmark.generation", "benchmark.method", "benchmark.runner", "benchmark.trajectory",
+                    "benchmark.validation")}
+    assert bad == set()
+
+
 def test_a_flow_run_draws_its_trajectories_and_the_report_collects_them(results, tmp_path):
     out, runs = results
     drawn = sorted(p.name for r in runs.iterdir() if "-cellflow-" in r.name for p in (r / "trajectories").glob("*.png"))
@@ -235,3 +256,36 @@ def test_a_feature_space_scored_with_two_sets_of_weights_is_refused(results, tmp
     assert one.parent.name in err and "ffffffffffffffff" in err and "not comparable" in err
     assert not (tmp_path / "mixed").exists()
 
+
+def test_the_readme_reference_table_shows_the_committed_results():
+    """Each number of the README's reference table is the committed Table 1a / 2a value to the digits shown."""
+    import re
+
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, s in enumerate(lines) if s.startswith("| (mean of 3 seeds) |"))
+    head = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = [[c.strip() for c in s.strip("|").split("|")] for s in lines[start + 2:] if s.startswith("|")][:5]
+    t1 = pd.read_csv(ROOT / "results" / "synthetic" / "table1a.csv").set_index("method")
+    t2 = pd.read_csv(ROOT / "results" / "synthetic" / "table2a.csv").set_index("method")
+    column = {"FID_o [inception]": "FID_o [inception]", "FID_c [inception]": "FID_c [inception]",
+              "FID_o [morph.]": "FID_o [morphology]", "FID_c [morph.]": "FID_c [morphology]",
+              "paired RMSE": "paired RMSE"}
+    checked = 0
+    for row in rows:
+        method = row[0].lower()
+        assert method in t1.index, row[0]
+        for name, cell in zip(head[1:], row[1:]):
+            if name in column:
+                want = t1.loc[method, column[name]]
+            elif name == "MoA acc.":
+                want = float(t2.loc[method, "accuracy [95% CI]"].split()[0])
+            else:  # the convergence column: the largest last-quarter change over seeds, as the table shows it
+                want = t1.loc[method, "val change, last quarter"] * 100 if cell else None
+            if want is None:
+                continue
+            shown = re.match(r"[+-]?\d+(\.\d+)?", cell)
+            assert shown, (row[0], name, cell)
+            decimals = len(shown.group(1) or ".") - 1
+            assert abs(float(shown.group(0)) - want) <= 0.5 * 10 ** -decimals + 1e-12, (row[0], name, cell, want)
+            checked += 1
+    assert checked >= 30

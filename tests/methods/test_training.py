@@ -111,7 +111,7 @@ def test_select_best_keeps_the_weights_of_the_best_validation_score(train_data, 
 
 
 def test_a_curve_does_not_change_what_is_trained(train_data, tiny_data, tmp_path):
-    from benchmark.curves import ValidationMonitor
+    from benchmark.validation import ValidationMonitor
 
     with_curve = _cellflow(6, curve_points=3)
     summary = with_curve.fit(train_data, seed=0, workdir=tmp_path / "a",
