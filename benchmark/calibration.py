@@ -30,6 +30,7 @@ from scipy import ndimage, stats
 
 from benchmark import io
 from benchmark.errors import BenchmarkError
+from benchmark.markdown import to_markdown
 from benchmark.metrics.stats import normal_ci_from_bootstrap
 from benchmark.plotting import pyplot, save_figure
 
@@ -552,8 +553,6 @@ def recommended_n(summary: pd.DataFrame, metric: str) -> tuple[int | None, str]:
 
 def summary_markdown(summary: pd.DataFrame, rungs: pd.DataFrame, provenance: dict) -> str:
     """Per n: for every metric and ladder, the rank agreement and the smallest resolved rung's parameter value."""
-    from benchmark.report import to_markdown
-
     lines = ["# Calibration of the metrics on the simulated screen\n\n",
              "Ladders of generators with a known order of quality, built from the screen's true counterfactuals "
              "(rung 0: the counterfactuals themselves, real cells disjoint from the reference set; quality falls with "

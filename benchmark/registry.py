@@ -1,5 +1,5 @@
-"""One registry mechanism for everything that plugs in: methods, tasks, feature spaces, scorers, channel rules
-and dataset layouts.
+"""One registry mechanism for everything that plugs in: methods, tasks, feature spaces, scorers and channel rules
+here, dataset layouts in `tasks.layouts` (each registry lives with the concept's owner where that is below here).
 
 Built-ins register in code. Third-party packages are found through entry
 points (groups `cellflow_bench.methods`, `cellflow_bench.tasks` and
@@ -15,6 +15,7 @@ misspelt name is refused before torch is imported.
 
 from __future__ import annotations
 
+from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, Callable, Generic, TypeVar
 
@@ -120,17 +121,23 @@ class Registry(Generic[T]):
         return {k: v for k, v in self._origin.items() if v.startswith("broken")}
 
 
-def _builtin_methods() -> dict[str, Callable[[], Any]]:
-    from methods import builtin_methods
+# The built-ins of methods and tasks, declared as "module:object" (a function returning them) and resolved when a name
+# is first asked for: the foundation imports no method or task module, and no import cycle runs through it.
+BUILTIN_METHODS = ("methods:builtin_methods",)
+BUILTIN_TASKS = ("tasks.synthetic:builtin_tasks", "tasks.published:published_tasks")
 
-    return builtin_methods()
+
+def _declared(spec: str) -> Any:
+    module, _, name = spec.partition(":")
+    return getattr(import_module(module), name)
+
+
+def _builtin_methods() -> dict[str, Callable[[], Any]]:
+    return {name: loader for spec in BUILTIN_METHODS for name, loader in _declared(spec)().items()}
 
 
 def _builtin_tasks() -> dict[str, Callable[[], Any]]:
-    from tasks.published import published_tasks
-    from tasks.synthetic import builtin_tasks
-
-    return {t.name: (lambda t=t: t) for t in [*builtin_tasks(), *published_tasks()]}
+    return {t.name: (lambda t=t: t) for spec in BUILTIN_TASKS for t in _declared(spec)()}
 
 
 def _builtin_features() -> dict[str, Callable[[], Any]]:
@@ -165,12 +172,6 @@ def _builtin_rules() -> dict[str, Callable[[], Any]]:
     return {r.name: (lambda r=r: r) for r in BUILTIN_RULES}
 
 
-def _builtin_layouts() -> dict[str, Callable[[], Any]]:
-    from tasks.layouts import BUILTIN_LAYOUTS
-
-    return {lay.name: (lambda lay=lay: lay) for lay in BUILTIN_LAYOUTS}
-
-
 def _method_base() -> type:
     from benchmark.method import Method
 
@@ -178,9 +179,7 @@ def _method_base() -> type:
 
 
 def _task_base() -> type:
-    from tasks.task import Task
-
-    return Task
+    return _declared("tasks.task:Task")
 
 
 def _rule_base() -> type:
@@ -189,18 +188,11 @@ def _rule_base() -> type:
     return ChannelRule
 
 
-def _layout_base() -> type:
-    from tasks.layouts import Layout
-
-    return Layout
-
-
 METHODS: Registry = Registry("method", _builtin_methods, METHOD_GROUP, _method_base)
 TASKS: Registry = Registry("task", _builtin_tasks, TASK_GROUP, _task_base)
 FEATURES: Registry = Registry("feature space", _builtin_features, FEATURE_GROUP)
 SCORERS: Registry = Registry("scorer", _builtin_scorers)
 CHANNEL_RULES: Registry = Registry("channel rule", _builtin_rules, base=_rule_base)
-LAYOUTS: Registry = Registry("dataset layout", _builtin_layouts, base=_layout_base)
 
 
 def check_features(names: tuple[str, ...] | list[str]) -> None:

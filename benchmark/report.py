@@ -20,6 +20,7 @@ import pandas as pd
 from benchmark import io
 from benchmark.errors import BenchmarkError
 from benchmark.external import EXTERNAL
+from benchmark.markdown import to_markdown
 from benchmark.metrics.stats import friedman, paired_comparison, t_half_width
 from benchmark.plotting import pyplot, save_figure
 from benchmark.store import RunStore
@@ -511,20 +512,6 @@ def one_run_per_label(runs, lb: pd.DataFrame, task: str) -> dict[str, object]:
     for row in listed.sort_values(["label", "seed", "run_id"]).itertuples():
         out.setdefault(row.label, by_id[row.run_id])
     return out
-
-
-def to_markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join(["---"] * len(cols)) + "|"]
-    for row in df.itertuples(index=False):
-        cells = []
-        for v in row:
-            if isinstance(v, (float, np.floating)):
-                cells.append("-" if pd.isna(v) else format(v, floatfmt))
-            else:
-                cells.append(str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def calibration_section(cal_dir: Path | None, task: str, lb: pd.DataFrame) -> list[str]:

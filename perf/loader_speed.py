@@ -22,7 +22,7 @@ import numpy as np
 
 from tasks.fixtures import write_fixture
 from tasks.impa_format import check_crop_header
-from benchmark.registry import LAYOUTS
+from tasks.layouts import LAYOUTS
 from tasks.packed import load_packed, pack
 
 

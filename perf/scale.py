@@ -48,7 +48,7 @@ def measured(argv: list[str], env: dict | None = None) -> tuple[float, float, in
 
 
 def bytes_needed(layout: str, n: int) -> int:
-    from benchmark.registry import LAYOUTS
+    from tasks.layouts import LAYOUTS
 
     lay = LAYOUTS.get(layout)
     crop = lay.image_size ** 2 * len(lay.channels) + 128  # one .npy file, then its copy in the store

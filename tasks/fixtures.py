@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.registry import LAYOUTS
+from .layouts import LAYOUTS
+
 
 PERTURBATIONS = {
     "bbbc021": ["taxol", "nocodazole", "AZ138"],

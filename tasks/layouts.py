@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from benchmark.registry import Registry
+
 from .impa_format import bbbc021_path, cpg0000_path, rxrx1_path
 
 BBBC021_CHANNELS = ("actin", "tubulin", "DNA")
@@ -41,7 +43,7 @@ class Layout:
                                     self.perturbation_key)))
 
 
-BUILTIN_LAYOUTS = (  # registered in benchmark.registry.LAYOUTS
+BUILTIN_LAYOUTS = (  # registered in LAYOUTS below
     Layout(
         name="bbbc021", key_rule=bbbc021_path, images="datasets/bbbc021_all",
         metadata=("datasets/bbbc021_all/metadata/bbbc021_df_all.csv",),
@@ -60,3 +62,7 @@ BUILTIN_LAYOUTS = (  # registered in benchmark.registry.LAYOUTS
         channels=CPG0000_CHANNELS, perturbation_key="BROAD_SAMPLE", control="none", batch_column="PLATE",
         eval_subset=100),
 )
+
+
+LAYOUTS: Registry = Registry("dataset layout", lambda: {lay.name: (lambda lay=lay: lay) for lay in BUILTIN_LAYOUTS},
+                             base=lambda: Layout)

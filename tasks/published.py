@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmark.errors import BenchmarkError
 
-from benchmark.registry import LAYOUTS
+from .layouts import LAYOUTS
 from .packed import is_packed, load_packed, pack
 from .task import Task, TaskData
 

@@ -51,3 +51,61 @@ def test_unknown_names_are_clear_errors():
         METHODS.get("nope")
     with pytest.raises(BenchmarkError, match="unknown task 'nope'; available: .*synthetic"):
         TASKS.get("nope")
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Every import statement of the suite's packages (module level and inside functions) as module -> modules."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    files = {}
+    for pkg in ("benchmark", "methods", "tasks"):
+        for p in (root / pkg).rglob("*.py"):
+            parts = p.relative_to(root).with_suffix("").parts
+            files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    graph: dict[str, set[str]] = {m: set() for m in files}
+    for name, p in files.items():
+        here = name if p.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    base = ".".join(up + ([base] if base else []))
+                targets = [base, *(f"{base}.{a.name}" for a in node.names)]
+            else:
+                continue
+            for t in targets:
+                while t and t not in files:
+                    t = t.rpartition(".")[0]
+                if t and t != name:
+                    graph[name].add(t)
+    return graph
+
+
+def test_no_import_cycle_runs_through_the_suite():
+    graph, state, path = _import_graph(), {}, []
+
+    def visit(m: str) -> None:
+        state[m] = "open"
+        path.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == "open":
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(n):] + [n]))
+            if n not in state:
+                visit(n)
+        path.pop()
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert len(graph) > 50  # the walk saw the packages
+
+
+def test_the_registry_imports_no_method_or_task_module():
+    """Built-ins are declared as "module:object" strings, resolved on first use."""
+    assert {m for m in _import_graph()["benchmark.registry"] if m.split(".")[0] in ("methods", "tasks")} == set()

@@ -10,7 +10,7 @@ from benchmark.cli import main
 from benchmark.registry import TASKS
 from tasks import packed
 from tasks.fixtures import write_fixture
-from benchmark.registry import LAYOUTS
+from tasks.layouts import LAYOUTS
 from tasks.packed import choose_eval_perturbations, is_packed
 
 CASES = [("bbbc021", "bbbc021"), ("rxrx1", "rxrx1"), ("cpg0000", "jump")]
