@@ -610,7 +610,7 @@ def draw(values: pd.DataFrame, rungs: pd.DataFrame, ladder: str, path: Path) -> 
 
 
 def merged(out: Path, values: pd.DataFrame, summary: pd.DataFrame, rungs: pd.DataFrame,
-           provenance: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+           provenance: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
     """A calibration already in `out` with the metrics just computed put in place of its rows of the same metrics,
     for adding or redoing some metrics (a feature space, a retrained classifier) without the hours the rest took.
     Only an output of the same task, seed, bootstrap and ladders can take them; the provenance says which rows came
@@ -642,7 +642,7 @@ def merged(out: Path, values: pd.DataFrame, summary: pd.DataFrame, rungs: pd.Dat
                                            f"{provenance['MoA classifier']}; {provenance['compute']}"}
     if "moa_accuracy" in new:
         prov["MoA classifier"] = provenance["MoA classifier"]
-    return tables[0], tables[1], prov
+    return tables[0], tables[1], old_rungs, prov
 
 
 def write(out: Path, values: pd.DataFrame, summary: pd.DataFrame, rungs: pd.DataFrame, provenance: dict,

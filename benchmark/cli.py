@@ -234,8 +234,6 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     TASKS.check(args.task)
     features = tuple(f for f in args.features.split(",") if f)
     from benchmark import __version__, io
-    import pandas as pd
-
     from benchmark.calibration import BOOT_MAX_IMAGES, CALIBRATION_KID_SUBSETS, LADDERS, calibrate, merged, write
     from benchmark.metrics.evaluate import FeatureCache
     from benchmark.metrics.features import ExtractorContext
@@ -281,8 +279,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     provenance.update({"calibration task": task.name, "n": args.n})
     out = Path(args.out)
     if args.merge:
-        values, summary, provenance = merged(out, values, summary, rungs, provenance)
-        rungs = pd.read_csv(out / "rungs.csv")
+        values, summary, rungs, provenance = merged(out, values, summary, rungs, provenance)
     write(out, values, summary, rungs, provenance, list(dict.fromkeys(values["ladder"])))
     print(f"calibration of {len(spaces) + 2 + (moa is not None)} metric families on {len(ladders)} ladders at n = "
           f"{', '.join(map(str, args.n))}: {out / 'summary.md'}")
@@ -292,9 +289,8 @@ def _short_code() -> str:
     """The commit, marked where the tree had uncommitted changes (with a hash of them)."""
     from benchmark import io
 
-    g = io.git_sha()
-    dirty = f"+{(g['git_diff_sha256'] or 'dirty')[:8]} (uncommitted changes)" if g["git_dirty"] else ""
-    return f"{str(g['git_sha'])[:12]}{dirty}"
+    sha, _, changes = io.code_version(io.git_sha()).partition("+")
+    return sha[:12] + (f"+{changes[:8]} (uncommitted changes)" if changes else "")
 
 
 def cmd_trajectory(args: argparse.Namespace) -> None:

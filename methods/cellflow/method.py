@@ -94,8 +94,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "paper": {"width": 128, "mults": (1, 2, 2, 2), "blocks": 2, "dropout": 0.1, "batch_size": 128, "epochs": 100,
               "noise_std": 1.0, "ema_decay": 0.9999, "checkpoint_every": 2000, "nfe": 50, "mixed_precision": "bf16"},
     # the official code (yuhui-zh15/CellFlux 3256adc, `models/model_configs.py`, `train.py`, `training/train_loop.py`,
-    # `submitit_train.py`): the ADM U-Net of 56.2M parameters, AdamW 1e-4 betas (0.9, 0.95) wd 0.01 constant, fp16 with a gradient scaler, 32 per GPU x 4 GPUs (per-batch decisions per
-    # group of 32, as each GPU makes its own), 200 epochs over the treated training images, skewed times, per-batch
+    # `submitit_train.py`): the ADM U-Net of 56.2M parameters, AdamW 1e-4 betas (0.9, 0.95) wd 0.01 constant, fp16
+    # with a gradient scaler, 32 per GPU x 4 GPUs (per-batch decisions per group of 32, as each GPU makes its own), 200 epochs over the treated training images, skewed times, per-batch
     # noise (p 0.5, sigma 1) and condition drop (0.2), dequantisation, per-image flips p 0.3, EMA 0.999; sampling from
     # control + N(0, 1) by Heun on the 51-point EDM grid (100 evaluations), CFG 1.2. A GPU profile.
     "official": {"arch": "adm", "width": 128, "mults": (2, 2, 2), "blocks": 4, "attention_levels": (1,), "heads": 1,
@@ -290,21 +290,19 @@ class CellFlow(TorchMethod):
         state = ckpt["model"]
         wrapped = any(k.startswith("model.") for k in state)
         raw = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")} if wrapped else dict(state)
-        source = f"{path} (model)"
-        load_into(self.model, raw, source)  # checks every name and shape before EMA rows are placed
+        if weights not in ("ema", "raw"):
+            raise BenchmarkError(f"--checkpoint-weights {weights!r}: expected ema or raw")
         if weights == "ema":
             if not wrapped:
                 raise BenchmarkError(f"{path}: saved without EMA (no model.* and shadow_params.* entries); import "
                                      "its raw weights with --checkpoint-weights raw")
             shadow = sorted((k for k in state if k.startswith("shadow_params.")), key=lambda k: int(k.split(".")[1]))
-            params = self._official_parameter_names(raw)
+            params = self._official_parameter_names(raw, f"{path} (model)")  # every name and shape checked here
             if len(shadow) != len(params):
                 raise BenchmarkError(f"{path}: {len(shadow)} EMA tensors (shadow_params.*) for {len(params)} "
                                      "trainable U-Net tensors; expected one each")
             raw = {**raw, **{name: state[k] for name, k in zip(params, shadow)}}
-            load_into(self.model, raw, f"{path} (EMA shadow_params)")
-        elif weights != "raw":
-            raise BenchmarkError(f"--checkpoint-weights {weights!r}: expected ema or raw")
+        load_into(self.model, raw, f"{path} (model)")
         self.ema.load_state_dict(self.model.state_dict())  # generation reads the chosen weights whatever use_ema says
         args = ckpt.get("args")
         return {"format": self.published, "files": file_record(path), "weights": weights, "epoch": ckpt.get("epoch"),
@@ -312,13 +310,13 @@ class CellFlow(TorchMethod):
                 "args": {k: v for k, v in sorted(vars(args).items()) if isinstance(v, (bool, int, float, str))}
                 if args is not None and hasattr(args, "__dict__") else None}
 
-    def _official_parameter_names(self, theirs: dict[str, torch.Tensor]) -> list[str]:
+    def _official_parameter_names(self, theirs: dict[str, torch.Tensor], source: str) -> list[str]:
         """The official U-Net's trainable tensors in its registration order: those paired with our parameters."""
         from methods.published import pair_tensors
 
         ours = self.model.state_dict()
         pairs = dict(pair_tensors({k: tuple(v.shape) for k, v in ours.items()},
-                                  {k: tuple(v.shape) for k, v in theirs.items()}))
+                                  {k: tuple(v.shape) for k, v in theirs.items()}, source=source))
         trainable = {pairs[k] for k, _ in self.model.named_parameters()}
         return [k for k in theirs if k in trainable]
 

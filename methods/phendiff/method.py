@@ -211,11 +211,18 @@ class PhenDiff(TorchMethod):
     SCHEDULER_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type",
                       "rescale_betas_zero_snr", "timestep_spacing", "clip_sample")
 
+    def import_published(self, path: Path, data: TrainData, weights: str = "ema") -> dict[str, Any]:
+        """Built from the start with the published class table in place of the embedding encoder, and the
+        published null condition (zero)."""
+        import dataclasses
+
+        self.config = dataclasses.replace(self.config, class_table=len(data.perturbations), null_condition="zero")
+        return super().import_published(path, data, weights)
+
     def load_published(self, path: Path, data: TrainData, weights: str) -> dict[str, Any]:
         """The folder `save_pretrained` wrote (its U-Net holds the EMA weights: they are copied in before saving).
         The class table (`class_embedding.weight`) is indexed as torchvision's ImageFolder indexes class folders:
         sorted names (src/utils_dataset.py:67, 138), the control among them, since translation starts from it."""
-        import dataclasses
         import json
 
         from methods.published import file_record, load_into, official_rows
@@ -241,8 +248,6 @@ class PhenDiff(TorchMethod):
         table = state.pop("class_embedding.weight").float()
         names = sorted([*data.perturbations, data.control])
         rows = official_rows(table.numpy(), names, [*data.perturbations, data.control], str(unet_dir))
-        self.config = dataclasses.replace(self.config, class_table=len(data.perturbations), null_condition="zero")
-        self.build(self.shape)
         n = load_into(self.model.unet, state, f"{unet_dir} (U-Net)")
         classes = self.model.classes
         classes.keys.copy_(torch.from_numpy(np.asarray(data.embeddings, np.float32)))
