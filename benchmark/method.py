@@ -176,6 +176,13 @@ class Method(ABC):
         returns what the run records of them. `weights`: "ema" (the averaged weights) or "raw"."""
         raise BenchmarkError(f"method {self.name} has no importer of published checkpoints")
 
+    @property
+    def conditioned_on_control(self) -> bool:
+        """Whether each generated image answers its request's control cell (starts from it, or is its counterfactual,
+        as the oracle's). Where not (a generator from noise), a paired counterfactual error would score an unrelated
+        cell against a counterfactual: such runs record no paired rows and the report says n/a."""
+        return True
+
     def variant(self) -> str:
         """A label for the leaderboard when the config is an ablation (e.g. "w/o CFG")."""
         return "default"

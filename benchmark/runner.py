@@ -384,13 +384,15 @@ def _run_staged(ctx: RunContext, config: Any) -> None:
     if not main:
         return
     t_gen = time.time() - t_gen
-    if cls.capabilities.trajectories and fitted.images is None:  # drawn now, so the report only collects files
+    # drawn now, so the report only collects files; a strip from a control means nothing where the control is not read
+    if cls.capabilities.trajectories and method.conditioned_on_control and fitted.images is None:
         from benchmark.trajectory import DEFAULT_FRAMES, draw
 
         draw(method, ctx.data, ctx.data.eval_perturbations()[0], DEFAULT_FRAMES, 4, ctx.stage / TRAJECTORIES, 0,
              ctx.run_id, f"{cls.name} on {ctx.task.name} (seed {cfg.seed})")
     t_eval = time.time()
-    metrics, provenance = score_staged(cfg, ctx.task, ctx.data, plan, ctx.split_hash, generated, ctx.stage, ctx.stages)
+    metrics, provenance = score_staged(cfg, ctx.task, ctx.data, plan, ctx.split_hash, generated, ctx.stage, ctx.stages,
+                                       paired=method.conditioned_on_control)
     t_eval = time.time() - t_eval
     stored, variant = fitted.stored, method.variant()
     manifest = Manifest(
@@ -405,13 +407,14 @@ def _run_staged(ctx: RunContext, config: Any) -> None:
         timings_s={"fit": round(t_fit, 2), "generate": round(t_gen, 2), "evaluate": round(t_eval, 2),
                    "total": round(time.time() - ctx.t0, 2)},
         versions=versions(), **io.git_sha(), torch_threads=torch.get_num_threads(), sweep=cfg.sweep,
-        model_source="imported" if cfg.checkpoint is not None else "trained here")
+        model_source="imported" if cfg.checkpoint is not None else "trained here",
+        conditioned_on_control=method.conditioned_on_control)
     write_record(ctx.stage, manifest, metrics)
     ctx.stages.end()
 
 
 def score_staged(cfg: "RunConfig | ScoreConfig", task, data, plan, split_hash: str, generated: np.ndarray,
-                 stage: Path, stages: Stages) -> tuple[pd.DataFrame, dict]:
+                 stage: Path, stages: Stages, paired: bool = True) -> tuple[pd.DataFrame, dict]:
     """Keep a run's images in its folder and score them in every feature space and scorer of `cfg.features`: the
     one scoring path of runs trained here and of images made elsewhere."""
     if not (stage / GENERATED).is_file():  # generation may have written them there already
@@ -423,7 +426,8 @@ def score_staged(cfg: "RunConfig | ScoreConfig", task, data, plan, split_hash: s
     cache_key = {"task": task.name, "task_version": task.version, "split": split_hash, "plan": plan.digest()}
     stages.start(f"score: {', '.join(cfg.features)} against {len(plan.reference)} real reference images")
     spaces = [f for f in cfg.features if f in FEATURES.names()]
-    metrics, provenance = evaluate(data, plan, generated, spaces, ctx, cache, cache_key, kid_seed=plan.seed)
+    metrics, provenance = evaluate(data, plan, generated, spaces, ctx, cache, cache_key, kid_seed=plan.seed,
+                                   paired=paired)
     for name in (f for f in cfg.features if f in SCORERS.names()):
         scorer = SCORERS.get(name)
         if scorer.applies(task):
@@ -450,6 +454,7 @@ class ScoreConfig:
     split: str | None = None  # default: the plan file's, else test
     channel_rule: str | None = None
     from_run: Path | None = None  # score the images of this stored external run again (e.g. in another space)
+    from_controls: bool = True  # False: the images were not made from the plan's controls (no paired errors)
 
 
 def score(cfg: ScoreConfig) -> Path:
@@ -490,14 +495,17 @@ def score(cfg: ScoreConfig) -> Path:
 
     def body(run_id: str, stage: Path) -> None:
         t_eval = time.time()
-        metrics, provenance = score_staged(cfg, task, data, plan, split_hash, generated, stage, stages)
+        from_controls = cfg.from_controls and (stored is None or stored.conditioned_on_control)
+        metrics, provenance = score_staged(cfg, task, data, plan, split_hash, generated, stage, stages,
+                                           paired=from_controls)
         manifest = Manifest(
             run_id=run_id, method=external.EXTERNAL, method_origin="scored from images", variant=cfg.name,
             config={"name": cfg.name}, task=task.spec(), seed=cfg.seed, eval_seed=plan.seed, kid_seed=plan.seed,
             split_hash=split_hash, eval_plan_sha256=plan.digest(), n_reference=len(plan.reference),
             features=provenance, fit=fit, model_source="scored from images", eval_split=split,
             timings_s={"evaluate": round(time.time() - t_eval, 2), "total": round(time.time() - t0, 2)},
-            versions=versions(), **io.git_sha(), torch_threads=torch.get_num_threads())
+            versions=versions(), **io.git_sha(), torch_threads=torch.get_num_threads(),
+            conditioned_on_control=from_controls)
         write_record(stage, manifest, metrics)
         stages.end()
 

@@ -75,6 +75,7 @@ class Manifest:
     # (weights the official code published, `run --checkpoint`), or "scored from images" (made elsewhere, `score`)
     model_source: str = "trained here"
     eval_split: str = "test"  # the plan scored: the test split (the leaderboard) or the validation split
+    conditioned_on_control: bool = True  # False: images not made from their request's control (no paired errors)
     extra: dict[str, Any] = field(default_factory=dict)  # keys a newer writer added, kept as they are
 
     @property

@@ -93,7 +93,9 @@ def _profile(views: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([views[v] for v in sorted(views)], axis=1)
 
 
-def _views(extractor, rule_name: str, images: np.ndarray) -> list[tuple[str, np.ndarray]]:
+def channel_views(extractor, rule_name: str, images: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """What an extractor is shown: a network made for RGB the channel rule's three-channel views, a hand-made
+    feature space every channel at once (view "all")."""
     if not extractor.rgb:
         return [("all", images)]
     return CHANNEL_RULES.get(rule_name).views(images)
@@ -115,7 +117,7 @@ def view_features(extractor, rule_name: str, images, what: str, cache: FeatureCa
             parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
             for start in range(0, len(images), CHUNK):
                 chunk = np.array(images[start:start + CHUNK])  # writable: torch warns on read-only memory
-                for v, imgs in _views(extractor, rule_name, chunk):
+                for v, imgs in channel_views(extractor, rule_name, chunk):
                     parts[v].append(extractor(imgs, what=what))
             done.update({v: np.concatenate(f) for v, f in parts.items()})
         return done[view]
@@ -126,7 +128,7 @@ def view_features(extractor, rule_name: str, images, what: str, cache: FeatureCa
 
 
 def view_names(extractor, rule_name: str, images) -> list[str]:
-    return [v for v, _ in _views(extractor, rule_name, np.asarray(images[:1]))]
+    return [v for v, _ in channel_views(extractor, rule_name, np.asarray(images[:1]))]
 
 
 def same_images(a, b) -> bool:
@@ -247,8 +249,10 @@ def paired_rows(generated: np.ndarray, truth: np.ndarray, morph: Morphology, ref
 
 
 def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: ExtractorContext, cache: FeatureCache,
-             cache_key: dict, kid_seed: int = 0) -> tuple[pd.DataFrame, dict]:
-    """All metric rows for one run, and a dict of feature-space provenance for the manifest."""
+             cache_key: dict, kid_seed: int = 0, paired: bool = True) -> tuple[pd.DataFrame, dict]:
+    """All metric rows for one run, and a dict of feature-space provenance for the manifest; the paired
+    counterfactual errors only where the images answer their requests' controls (`paired`) and the task knows the
+    counterfactuals."""
     # the store's images are read a chunk at a time: views, not copies (they may be most of a large dataset)
     reference = RowView(data.images, plan.reference["row"].to_numpy())
     perts_real = plan.reference["CPD_NAME"].to_numpy()
@@ -316,7 +320,7 @@ def evaluate(data, plan, generated: np.ndarray, spaces: list[str], ctx: Extracto
                                ext.weights_sha256)
         if isinstance(ext, Morphology):
             morph = (ext, raw_real["all"])
-    truth = data.counterfactual(plan.requests["control_key"].tolist(), perts_gen.tolist())
+    truth = data.counterfactual(plan.requests["control_key"].tolist(), perts_gen.tolist()) if paired else None
     if truth is not None:
         if morph is None:
             m = Morphology(data.task.channels)

@@ -16,6 +16,7 @@ midpoint rule at the same 10 evaluations (see PROFILES).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,10 @@ class CellFlowConfig(TrainingConfig):
     use_ema: bool = True
     # ablations (Table 2c)
     condition: bool = True  # False: "w/o Condition"
+    # where the flow starts: the control image (the paper's premise) or N(0, I), conditioned then on the target batch
+    # as well (MiT's design; the same field, conditioning and training otherwise)
+    source: Literal["control", "noise"] = "control"
+    batches: tuple[str, ...] = ()  # source noise: the training batches, in order (filled by `fit`, saved with it)
 
 
 # the CPU settings that depart from the paper, shared by the quick, reference and ablation profiles
@@ -112,6 +117,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "no-condition": {**QUICK, "condition": False, "alpha": 1.0},
     "no-cfg": {**QUICK, "alpha": 1.0, "p_drop": 0.0},
     "no-noise": {**QUICK, "p_noise": 0.0},
+    "source-noise": {**QUICK, "source": "noise"},
 }
 
 
@@ -128,7 +134,7 @@ class CellFlow(TorchMethod):
     profiles = PROFILES
     default_profile = "quick"
     display_order = 3
-    ablations = ("no-condition", "no-cfg", "no-noise")
+    ablations = ("no-condition", "no-cfg", "no-noise", "source-noise")
     published = "CellFlux checkpoint.pth (yuhui-zh15/CellFlux 3256adc, training/load_and_save.py:22-35)"
 
     def __init__(self, config: CellFlowConfig | None = None) -> None:
@@ -145,11 +151,35 @@ class CellFlow(TorchMethod):
             names.append("w/o CFG")
         if c.p_noise == 0.0:
             names.append("w/o noise")
+        if c.source == "noise":
+            names.append("from noise")
         return ", ".join(names) or "default"
+
+    @property
+    def conditioned_on_control(self) -> bool:
+        return self.config.source == "control"
+
+    def fit(self, data: TrainData, *, seed: int, workdir: Path, monitor: Any = None) -> dict[str, Any]:
+        if self.config.source == "noise":  # the batch vocabulary the condition's one-hot part is built for
+            self.config = dataclasses.replace(self.config, batches=tuple(sorted(set(data.obs["BATCH"].astype(str)))))
+        return super().fit(data, seed=seed, workdir=workdir, monitor=monitor)
+
+    def condition(self, emb: torch.Tensor, batches: list[str] | np.ndarray) -> torch.Tensor:
+        """The field's condition: the perturbation embedding, and with source noise a one-hot of the target batch
+        appended (from noise, nothing else tells the field which plate to draw)."""
+        if self.config.source != "noise":
+            return emb
+        index = {b: i for i, b in enumerate(self.config.batches)}
+        unknown = [b for b in map(str, batches) if b not in index]
+        if unknown:
+            raise BenchmarkError(f"cellflow (source noise): target batch {unknown[0]!r} was not in training; the "
+                                 f"field knows {', '.join(self.config.batches)}")
+        onehot = F.one_hot(torch.tensor([index[str(b)] for b in batches]), len(index)).to(emb)
+        return torch.cat([emb, onehot], dim=1)
 
     def build(self, shape: Shape) -> None:
         c = self.config
-        channels, cond_dim = shape.channels, shape.embedding_dim
+        channels, cond_dim = shape.channels, shape.embedding_dim + (len(c.batches) if c.source == "noise" else 0)
         if c.arch == "adm":
             self.model = AdmUNet(channels, cond_dim, c.width, tuple(c.mults), c.blocks, tuple(c.attention_levels),
                                  c.heads, c.dropout, c.time_scale)
@@ -234,6 +264,8 @@ class CellFlow(TorchMethod):
             x1, x0 = [(x.float() + torch.rand(x.shape, generator=g)) / 127.5 - 1 for x in (x1, x0)]
         else:
             x1, x0 = as_float(x1), as_float(x0)
+        if c.source == "noise":  # the same draws as from the control, then the control replaced by noise
+            x0 = torch.randn(x0.shape, generator=g)
         if c.flip_augment and c.flip_per == "image":
             x0, x1 = image_flips(g, x0, c.flip_p), image_flips(g, x1, c.flip_p)
         elif c.flip_augment:
@@ -260,7 +292,8 @@ class CellFlow(TorchMethod):
     def train_step(self, train: TrainingSet, step: int, g: torch.Generator, np_rng: np.random.Generator) -> list[float]:
         self.model.train()
         x0, x1, pos = self.draw_pairs(train.data, train.images, g, np_rng)
-        emb = train.embeddings[torch.from_numpy(self.target_pert[pos])]
+        emb = self.condition(train.embeddings[torch.from_numpy(self.target_pert[pos])],
+                             train.data.obs["BATCH"].to_numpy()[train.data.treated_rows[pos]])
         inputs = self.loss_inputs(x0, x1, emb, g)
         self.opt.zero_grad(set_to_none=True)
         loss = self.backward(self.field_loss, inputs)
@@ -329,18 +362,25 @@ class CellFlow(TorchMethod):
 
     @torch.no_grad()
     def generate(self, request: GenerateRequest, *, seed: int) -> torch.Tensor:
-        x0 = request.controls.to(self.device)
-        if self.config.inference_noise:
-            g = torch.Generator().manual_seed(seed)
-            x0 = x0 + self.config.noise_std * torch.randn(x0.shape, generator=g).to(x0)
+        g = torch.Generator().manual_seed(seed)
+        if self.config.source == "noise":  # the control's pixels are never read, only its shape
+            x0 = torch.randn(request.controls.shape, generator=g).to(self.device)
+        else:
+            x0 = request.controls.to(self.device)
+            if self.config.inference_noise:
+                x0 = x0 + self.config.noise_std * torch.randn(x0.shape, generator=g).to(x0)
+        emb = self.condition(request.embeddings, request.target_batches)
         with self.autocast():  # the field in bf16 where training used it; the ODE state stays float32
-            x1, _ = integrate(self.field(request.embeddings), x0, self.config.solver, self.config.nfe)
+            x1, _ = integrate(self.field(emb), x0, self.config.solver, self.config.nfe)
         return x1.cpu()
 
     @torch.no_grad()
     def trajectory(self, controls: torch.Tensor, embeddings: torch.Tensor, frames: tuple[float, ...],
                    reverse: bool = False) -> dict[float, torch.Tensor]:
         """States at `frames` along the forward (control -> perturbed) or reverse path."""
+        if self.config.source == "noise":
+            raise BenchmarkError("cellflow (source noise): its flow starts from noise, not from a control; there is no "
+                                 "control-to-perturbed trajectory to draw")
         with self.autocast():
             _, states = integrate(self.field(embeddings), controls.to(self.device), self.config.solver,
                                   self.config.nfe, reverse=reverse, frames=frames)

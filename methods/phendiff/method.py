@@ -252,7 +252,7 @@ class PhenDiff(TorchMethod):
         classes = self.model.classes
         classes.keys.copy_(torch.from_numpy(np.asarray(data.embeddings, np.float32)))
         if len(torch.unique(classes.keys, dim=0)) < len(classes.keys):
-            raise BenchmarkError(f"task: two perturbations share an embedding; their published classes cannot be told "
+            raise BenchmarkError("task: two perturbations share an embedding; their published classes cannot be told "
                                  "apart")
         classes.rows.copy_(torch.from_numpy(rows[:-1]))
         classes.control.copy_(torch.from_numpy(rows[-1]))

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.calibration import (LADDERS, KernelKID, LadderInputs, _Features, rank_agreement, recommended_n,
-                                   resolution, resolved_rung, rung_table, subsample)
+from benchmark.calibration import LADDERS, KernelKID, LadderInputs, recommended_n, resolution, rung_table
+from benchmark.calibration.bootstrap import rank_agreement, resolved_rung, subsample
+from benchmark.calibration.features import ImageFeatures
 
 
 def calibrate_tiny(data_dir, out, *args: str) -> int:
@@ -99,7 +100,7 @@ def test_subsamples_are_nested_and_each_distinct_image_is_extracted_once(tmp_pat
             Counting.seen += len(images)
             return images.reshape(len(images), -1)[:, :4].astype(float)
 
-    features = _Features({"toy": Counting()}, "rgb", FeatureCache(tmp_path), {})
+    features = ImageFeatures({"toy": Counting()}, "rgb", FeatureCache(tmp_path), {})
     images = np.random.default_rng(0).integers(0, 255, (6, 2, 2, 1), dtype=np.uint8)
     first = features("toy", images, "a set", {"set": 1})
     mixed = features("toy", np.concatenate([images[[5, 0, 0]], images[:1] // 2]), "another", {"set": 2})

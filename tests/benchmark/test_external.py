@@ -86,6 +86,18 @@ def test_scoring_the_plans_controls_reproduces_the_identity_run(plan_dir, identi
     assert m.fit["images_sha256"] == hashlib.sha256((plan_dir / CONTROLS).read_bytes()).hexdigest()
 
 
+def test_images_not_made_from_the_controls_get_no_paired_errors(plan_dir, identity_rows, data_dir, tmp_path,
+                                                                capsys):
+    """`--not-from-controls` (images generated from noise): the same rows less the paired counterfactual errors,
+    and the record says so for the report."""
+    (run,) = scored(capsys, tmp_path / "runs", data_dir, plan_dir / CONTROLS, "--not-from-controls")
+    rows = run.metrics()[list(SCORE_COLUMNS)]
+    assert not run.manifest.conditioned_on_control and not rows["metric"].str.startswith("paired").any()
+    unpaired = identity_rows[~identity_rows["metric"].str.startswith("paired")].reset_index(drop=True)
+    assert identity_rows["metric"].str.startswith("paired").any()
+    pd.testing.assert_frame_equal(rows.reset_index(drop=True), unpaired)
+
+
 def test_a_png_folder_scores_as_the_array_does(plan_dir, identity_rows, data_dir, tmp_path, capsys):
     folder = tmp_path / "pngs"
     folder.mkdir()

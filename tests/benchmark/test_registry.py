@@ -109,3 +109,24 @@ def test_no_import_cycle_runs_through_the_suite():
 def test_the_registry_imports_no_method_or_task_module():
     """Built-ins are declared as "module:object" strings, resolved on first use."""
     assert {m for m in _import_graph()["benchmark.registry"] if m.split(".")[0] in ("methods", "tasks")} == set()
+
+
+def test_the_foundation_imports_no_method_or_task_at_import_time():
+    """`benchmark/` is what methods and tasks build on: it may reach one only when a command needs it (inside a
+    function), never when a module is imported. Checked on the statements that run at import time."""
+    import ast
+
+    root = Path(__file__).parents[2]
+    upward = []
+    for p in sorted((root / "benchmark").rglob("*.py")):
+        pending = list(ast.parse(p.read_text()).body)
+        while pending:
+            node = pending.pop()
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue  # runs when called
+            if isinstance(node, ast.Import):
+                upward += [(p.name, a.name) for a in node.names if a.name.split(".")[0] in ("methods", "tasks")]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("methods", "tasks"):
+                upward.append((p.name, node.module))
+            pending += list(ast.iter_child_nodes(node))
+    assert upward == []

@@ -102,7 +102,7 @@ def test_the_report_only_reads_stored_runs():
     from pathlib import Path
 
     root = Path(__file__).parents[2] / "benchmark"
-    for name in ("report.py", "figures.py"):
+    for name in ("report.py", "tables.py", "charts.py", "report_text.py", "figures.py"):
         tree = ast.parse((root / name).read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
@@ -184,7 +184,7 @@ def test_records_alone_regenerate_the_tables_and_keep_the_figures(results, tmp_p
     before, after = _tree(out), _tree(copy)
     assert sorted(before) == sorted(after) and any(k.startswith("figures/") for k in after)
     changed = sorted(k for k in before if before[k] != after[k])
-    assert changed == ["tables.md"]  # only its figure note: kept, not drawn
+    assert changed == ["index.html", "tables.md"]  # only its figure note (kept, not drawn), and its page
     assert "kept from an earlier report" in (copy / "tables.md").read_text()
 
 
@@ -257,11 +257,13 @@ def test_a_feature_space_scored_with_two_sets_of_weights_is_refused(results, tmp
     assert not (tmp_path / "mixed").exists()
 
 
-def test_the_readme_reference_table_shows_the_committed_results():
-    """Each number of the README's reference table is the committed Table 1a / 2a value to the digits shown."""
+@pytest.mark.parametrize("page", ["README.md", "docs/results.md"])
+def test_the_readme_reference_table_shows_the_committed_results(page):
+    """Each number of the reference table (README and the results page) is the committed Table 1a / 2a value to the
+    digits shown."""
     import re
 
-    lines = (ROOT / "README.md").read_text().splitlines()
+    lines = (ROOT / page).read_text().splitlines()
     start = next(i for i, s in enumerate(lines) if s.startswith("| (mean of 3 seeds) |"))
     head = [c.strip() for c in lines[start].strip("|").split("|")]
     rows = [[c.strip() for c in s.strip("|").split("|")] for s in lines[start + 2:] if s.startswith("|")][:5]
@@ -289,3 +291,130 @@ def test_the_readme_reference_table_shows_the_committed_results():
             assert abs(float(shown.group(0)) - want) <= 0.5 * 10 ** -decimals + 1e-12, (row[0], name, cell, want)
             checked += 1
     assert checked >= 30
+
+
+def _page_tables(page: str) -> list[list[list[str]]]:
+    """Each <table> of a page as rows of cell texts (header row first), read with the standard library."""
+    from html.parser import HTMLParser
+
+    class Tables(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tables, self.cell = [], None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table":
+                self.tables.append([])
+            elif tag == "tr":
+                self.tables[-1].append([])
+            elif tag in ("td", "th"):
+                self.cell = ""
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th"):
+                self.tables[-1][-1].append(self.cell.strip())
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell += data
+
+    parser = Tables()
+    parser.feed(page)
+    return parser.tables
+
+
+def test_the_leaderboard_pages_show_every_table_and_figure_and_reach_nothing_outside(results):
+    """index.html and each task's page: every Markdown table of tables.md as an HTML table with the same header,
+    every image a file of the report, and no address outside the folder (the page opens from disk, offline)."""
+    import re
+
+    out, _ = results
+    for page, md in [(out / "index.html", out / "tables.md"),
+                     (out / "synthetic-tiny" / "index.html", out / "synthetic-tiny" / "tables.md")]:
+        text = page.read_text()
+        headers = [[c.strip() for c in line.strip().strip("|").split("|")] for i, line in
+                   enumerate(md.read_text().splitlines()) if line.startswith("| ")
+                   and (md.read_text().splitlines()[i + 1:i + 2] or [""])[0].startswith("|---")]
+        tables = _page_tables(text)
+        assert [t[0] for t in tables] == [[h.replace("`", "") for h in row] for row in headers]
+        assert not re.search(r"""(src|href)=["'](https?:)?//""", text)
+        for src in re.findall(r'<img src="([^"]+)"', text):
+            assert (page.parent / src).resolve().is_file(), src
+    task_page = (out / "synthetic-tiny" / "index.html").read_text()
+    assert 'src="../figures/synthetic-tiny/samples.png"' in task_page and 'src="learning_curves.png"' in task_page
+
+
+def test_a_browser_renders_the_leaderboard_sorted_with_its_images(results, tmp_path):
+    """Headless Chromium (Debian's package) opens a task's page from disk: the script ran on every table, every image
+    loaded, and `#sort=0:COLUMN:desc` sorted Table 1a by its FID_o, largest first; a screenshot is left for a
+    person to look at."""
+    import re
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium)")
+    out, _ = results
+    page = (out / "synthetic-tiny" / "index.html").resolve()
+    column = list(pd.read_csv(out / "synthetic-tiny" / "table1a.csv").columns).index("FID_o [tiny]")
+    url = page.as_uri() + f"#sort=0:{column}:desc"
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=5000",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    tables = _page_tables(dom)
+    assert re.search(r'data-ready="(\d+)"', dom).group(1) == str(len(tables)) and len(tables) >= 5
+    shown, loaded = map(int, re.search(r'data-images="(\d+):(\d+)"', dom).groups())
+    assert shown >= 3 and loaded == shown
+    cells = [re.match(r"[+-]?\d+(\.\d+)?", row[column]) for row in tables[0][1:]]
+    first = [float(c.group(0)) for c in cells if c]
+    assert first == sorted(first, reverse=True) and len(set(first)) > 1
+    assert all(cells[:len(first)])  # the rows without a value last
+    shot = tmp_path / "leaderboard.png"
+    subprocess.run([*flags, "--window-size=1400,1000", f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
+
+
+def test_every_committed_reference_record_comes_from_a_clean_commit():
+    """A reference number must be reproducible from the repository: its run was recorded from a committed tree (no
+    uncommitted changes), and where the history is at hand that commit is in it."""
+    import json
+    import subprocess
+
+    manifests = sorted((ROOT / "results" / "runs").glob("*/manifest.json"))
+    assert manifests
+    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True)  # noqa: E731
+    full_history = git("rev-parse", "--is-shallow-repository").stdout.strip() == "false"
+    for path in manifests:
+        m = json.loads(path.read_text())
+        assert m["git_dirty"] is False, f"{path.parent.name} was recorded from a tree with uncommitted changes"
+        assert len(m["git_sha"]) == 40, path.parent.name
+        if full_history:
+            assert git("merge-base", "--is-ancestor", m["git_sha"], "HEAD").returncode == 0, path.parent.name
+
+
+def test_a_row_not_conditioned_on_the_control_shows_its_paired_errors_as_not_applicable(results, tmp_path):
+    """A run that records `conditioned_on_control: false` (a generator from noise) has no paired rows, and Table 1a
+    says why rather than a dash; its other columns are as scored."""
+    import json
+
+    _, runs = results
+    mine = tmp_path / "runs"
+    for run in runs.iterdir():
+        if run.is_dir() and "synthetic-tiny-" in run.name and "-ood-" not in run.name and "-batchswap-" not in run.name:
+            shutil.copytree(run, mine / run.name)
+    cellflow = next(p for p in mine.iterdir() if "-cellflow-" in p.name
+                    and json.loads((p / "manifest.json").read_text())["variant"] == "default")
+    m = json.loads((cellflow / "manifest.json").read_text())
+    (cellflow / "manifest.json").write_text(json.dumps({**m, "conditioned_on_control": False}))
+    rows = pd.read_csv(cellflow / "metrics.csv")
+    rows[~rows["metric"].str.startswith("paired")].to_csv(cellflow / "metrics.csv", index=False)
+    assert main(["report", "--runs", str(mine), "--results", str(tmp_path / "out")]) == 0
+    t1 = pd.read_csv(tmp_path / "out" / "synthetic-tiny" / "table1a.csv").set_index("method")
+    shown = (tmp_path / "out" / "synthetic-tiny" / "tables.md").read_text()
+    line = next(s for s in shown.splitlines() if s.startswith("| cellflow |"))
+    assert line.count("n/a (not conditioned on the control)") == 2
+    assert pd.isna(t1.loc["cellflow", "paired RMSE"]) and t1.loc["identity", "paired RMSE"] > 0
+    assert not pd.isna(t1.loc["cellflow", "FID_o [tiny]"])

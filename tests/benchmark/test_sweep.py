@@ -23,9 +23,9 @@ def test_plan_is_pure_data_with_resources_and_stable_hashes():
                    resources=["cellflow.partition=gpu", "cellflow.time_min=90"])
     assert [s.spec_hash for s in a] == [s.spec_hash for s in b] and len({s.spec_hash for s in a}) == len(a)
     table = sweep.plan_table(a)
-    assert len(table) == 2 * 4 + 2  # cellflow: default + 3 ablations; identity: default
+    assert len(table) == 2 * 5 + 2  # cellflow: default + 4 ablations; identity: default
     cf = table[table["method"] == "cellflow"]
-    assert set(cf["variant"]) == {"default", "no-condition", "no-cfg", "no-noise"}
+    assert set(cf["variant"]) == {"default", "no-condition", "no-cfg", "no-noise", "source-noise"}
     assert set(cf["partition"]) == {"gpu"} and set(cf["time_min"]) == {90} and set(cf["gpus"]) == {1}
     with pytest.raises(BenchmarkError, match="option 'nonsense' is unknown"):
         sweep.plan(["cellflow"], ["synthetic"], [0], sets=["cellflow.nonsense=1"])

@@ -119,6 +119,7 @@ def test_ablation_variants_are_named():
     assert CellFlow(CellFlowConfig(alpha=1.0)).variant() == "w/o CFG"
     assert CellFlow(CellFlowConfig(condition=False, alpha=1.0)).variant() == "w/o condition"
     assert CellFlow(CellFlowConfig(p_noise=0.0)).variant() == "w/o noise"
+    assert CellFlow(CellFlowConfig(source="noise")).variant() == "from noise"
 
 
 def test_killed_cosine_run_resumes_on_its_schedule(train_data, tmp_path, monkeypatch):
@@ -220,3 +221,28 @@ def test_noise_augmentation_keeps_its_scale_and_noise_blur_makes_it_smooth(blur)
     # neighbouring pixels: independent for white noise; exp(-1 / (4 sigma^2)) = 0.94 after a Gaussian of sigma 2 px
     lag1 = torch.corrcoef(torch.stack([noise[..., :-1].flatten(), noise[..., 1:].flatten()]))[0, 1].item()
     assert lag1 == pytest.approx(0.0 if blur == 0 else 0.94, abs=0.05)
+
+
+def test_a_flow_from_noise_never_reads_the_control_and_answers_its_batch_and_perturbation(train_data, make_request,
+                                                                                         tmp_path):
+    """`source=noise`: the same images whatever the control pixels (its shape only), different ones for another
+    target batch or perturbation; the batch vocabulary is learnt at fit and saved with the model."""
+    m = CellFlow(CellFlowConfig(steps=60, source="noise", **SMALL))
+    summary = m.fit(train_data, seed=0, workdir=tmp_path / "work")
+    assert summary["loss_last_50"] < summary["loss_first_50"]
+    batches = list(m.config.batches)
+    assert not m.conditioned_on_control and batches == sorted(set(train_data.obs["BATCH"].astype(str)))
+    req = dataclasses.replace(make_request(["taxol", "etoposide", "taxol"]), target_batches=[batches[0]] * 3)
+    out = m.generate(req, seed=3)
+    scrambled = dataclasses.replace(req, controls=torch.rand(req.controls.shape) * 2 - 1)
+    assert torch.equal(out, m.generate(scrambled, seed=3))
+    other_batch = m.generate(dataclasses.replace(req, target_batches=[batches[1]] * 3), seed=3)
+    other_pert = m.generate(dataclasses.replace(req, perturbations=["etoposide"] * 3,
+                                                embeddings=make_request(["etoposide"] * 3).embeddings), seed=3)
+    assert (out - other_batch).abs().max() > 1e-4 and (out[0] - other_pert[0]).abs().max() > 1e-4
+    with pytest.raises(BenchmarkError, match="target batch 'elsewhere' was not in training"):
+        m.generate(dataclasses.replace(req, target_batches=["elsewhere"] * 3), seed=3)
+    with pytest.raises(BenchmarkError, match="starts from noise"):
+        m.trajectory(req.controls, req.embeddings, (0.0, 1.0))
+    m.save(tmp_path / "saved")
+    assert torch.equal(CellFlow.from_dir(tmp_path / "saved").generate(req, seed=3), out)

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from benchmark.metrics.evaluate import FeatureCache, _views, evaluate
+from benchmark.metrics.evaluate import FeatureCache, channel_views, evaluate
 from benchmark.metrics.features import ExtractorContext
 from benchmark.registry import FEATURES
 
@@ -40,7 +40,7 @@ def test_each_plan_control_is_extracted_once_and_every_request_keeps_its_control
     stored = [p for p in (tmp_path / "features").glob("*.json") if json.loads(p.read_text()).get("set") == "plan controls"]
     assert stored
     direct = make(ctx)
-    views = dict(_views(direct, tiny_data.task.channel_rule, tiny_data.images[control_rows]))
+    views = dict(channel_views(direct, tiny_data.task.channel_rule, tiny_data.images[control_rows]))
     for p in stored:
         got = np.load(p.with_suffix(".npy"))
         np.testing.assert_allclose(got, direct(views[json.loads(p.read_text())["view"]]), rtol=1e-5, atol=1e-6)
