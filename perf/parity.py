@@ -3,6 +3,7 @@
     python perf/parity.py --official /path/to/CellFlux [--method cellflow] [--size 96] [--batch 4]
     python perf/parity.py --official /path/to/IMPA --method impa
     python perf/parity.py --official /path/to/PhenDiff --method phendiff --size 128
+    python perf/parity.py --official /path/to/microscopy-flow-matching --method mit
     python perf/parity.py --official /path/to/CellFlux --saved    # and with IMPA's, PhenDiff's: the importers
 
 Needs a local checkout of the official repository and its own imports (IMPA's imports munch), fetched by the
@@ -151,6 +152,44 @@ def phendiff(official: Path, size: int, batch: int, seed: int) -> None:
     print(f"[phendiff] forward: max |ours - official| = {(a - b).abs().max().item():.3e} (max |out| "
           f"{b.abs().max().item():.3f}); size {size}px, batch {batch}, seed {seed}, float32")
 
+
+
+def mit(official: Path, size: int, batch: int, seed: int, variant: str = "DiT-XL/2", labels=(128, 64, 1)) -> None:
+    """MiT's `DiTWrapper` (valence-labs/microscopy-flow-matching d6c5177, `model.py:216-244`) at the official size
+    (DiT-XL/2 and the label tables of `bbbc021.py:23-25`) against our `official` field with the one-hot table."""
+    sys.path.insert(0, str(official))
+    from model import get_model_cls  # the official module
+
+    from methods.mit.method import PROFILES, MiTConfig
+    from methods.mit.model import Condition, DiT, Field
+
+    y_dim, e_dim, c_dim = labels
+    theirs = get_model_cls(variant)(y_dim=y_dim, e_dim=e_dim, c_dim=c_dim, input_size=size, in_channels=3).eval()
+    cfg = config_from_overrides(MiTConfig, PROFILES["official"], [])
+    depth, width, patch = theirs.dit.blocks.__len__(), theirs.dit.hidden_size, theirs.dit.patch_size
+    if (depth, width, patch) != (cfg.depth, cfg.width, cfg.patch):
+        raise SystemExit(f"{variant}: depth {depth}, width {width}, patch {patch}; our official profile has "
+                         f"{cfg.depth}, {cfg.width}, {cfg.patch}")
+    ours = Field(DiT(3, size, cfg.patch, cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.dropout),
+                 Condition(cfg.width, y_dim, 1, e_dim, c_dim, "onehot")).eval()
+    counts = [sum(p.numel() for p in m.parameters()) for m in (ours, theirs)]
+    _randomised(ours, seed=seed)
+    with torch.no_grad():  # the frozen positional table is part of the model, not random
+        ours.dit.positions.copy_(theirs.dit.pos_embed)
+    n = copy_weights(ours, theirs)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(batch, 3, size, size, generator=g)
+    t = torch.rand(batch, generator=g)
+    y, e = torch.randint(y_dim, (batch,), generator=g), torch.randint(e_dim, (batch,), generator=g)
+    c = torch.zeros(batch, dtype=torch.long)
+    null = torch.zeros(batch, 3, dtype=torch.bool)
+    null[:, 0] = True
+    with torch.no_grad():
+        for name, a, b in (("conditional", ours(x, t, y, e, c), theirs(x=x, t=t, y=y, e=e, c=c)),
+                           ("null perturbation", ours(x, t, y, e, c, null), theirs(x=x, t=t, y=None, e=e, c=c))):
+            _report(f"mit {variant}, {name}", a, b)
+    print(f"[mit] parameters: ours {counts[0]:,}, official {counts[1]:,} ({n} tensors copied; the positional table "
+          f"of {theirs.dit.pos_embed.numel():,} frozen on both sides); size {size}px, batch {batch}, float32")
 
 
 def _official_module(official: Path, name: str, relative: str):
@@ -317,19 +356,21 @@ def phendiff_saved(official: Path, size: int, batch: int, seed: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--official", type=Path, required=True, help="a local checkout of the official repository")
-    p.add_argument("--method", default="cellflow", choices=["cellflow", "impa", "phendiff"])
+    p.add_argument("--method", default="cellflow", choices=["cellflow", "impa", "phendiff", "mit"])
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--saved", action="store_true", help="instead: a checkpoint written by the official code's own "
                    "save function, read by our importer (`run --checkpoint`)")
     args = p.parse_args()
-    marker = {"cellflow": "models", "impa": "IMPA", "phendiff": "src/cond_unet_2d"}[args.method]
-    if not (args.official / marker).is_dir():
+    marker = {"cellflow": "models", "impa": "IMPA", "phendiff": "src/cond_unet_2d", "mit": "adapters.py"}[args.method]
+    if not (args.official / marker).exists():
         raise SystemExit(f"{args.official}: not a checkout of the official {args.method} repository (no {marker}/)")
     torch.manual_seed(args.seed)
+    if args.saved and args.method == "mit":
+        raise SystemExit("--saved: MiT has no importer of published checkpoints yet (none were published)")
     checks = ({"cellflow": cellflow_saved, "impa": impa_saved, "phendiff": phendiff_saved} if args.saved else
-              {"cellflow": cellflow, "impa": impa, "phendiff": phendiff})
+              {"cellflow": cellflow, "impa": impa, "phendiff": phendiff, "mit": mit})
     checks[args.method](args.official, args.size, args.batch, args.seed)
 
 

@@ -75,6 +75,7 @@ TINY = {
     "impa": ["steps=4", "dim_in=8", "max_conv_dim=32", "style_dim=16", "z_dim=4", "batch_size=8", "n_z=10"],
     "phendiff": ["steps=4", "widths=16,32", "norm_num_groups=8", "batch_size=8", "inversion_steps=3",
                  "generation_steps=3"],
+    "mit": ["steps=4", "width=32", "depth=2", "heads=2", "patch=8", "batch_size=8", "rtol=1e-3", "atol=1e-3"],
 }
 
 
@@ -202,6 +203,11 @@ def test_declared_capabilities_are_honoured(fitted, requests, tiny_data):
                                   batches=request.batches[::-1], target_batches=request.target_batches,
                                   perturbations=request.perturbations, embeddings=request.embeddings)
         assert not torch.equal(method.generate(request, seed=0), method.generate(swapped, seed=0))
+    if not method.conditioned_on_control:  # only the controls' shape is read: the same images for other pixels
+        scrambled = GenerateRequest(controls=request.controls.flip(0), control_keys=request.control_keys,
+                                    batches=request.batches, target_batches=request.target_batches,
+                                    perturbations=request.perturbations, embeddings=request.embeddings)
+        assert torch.equal(method.generate(request, seed=0), method.generate(scrambled, seed=0))
     shape = (len(tiny_data.task.channels), tiny_data.task.image_size, tiny_data.embeddings.shape[1], 7)
     for net, example in type(method)(method.config).networks(*shape).values():  # a fresh instance: builds anew
         net(*example)
