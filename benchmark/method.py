@@ -183,6 +183,12 @@ class Method(ABC):
         cell against a counterfactual: such runs record no paired rows and the report says n/a."""
         return True
 
+    def sampling_record(self) -> dict[str, Any]:
+        """What the sampler did since the last call (e.g. the field evaluations an adaptive solver chose), for the
+        run's record; the runner drains it before generating the plan and records what the plan's generation
+        left. Methods with a fixed sampler have nothing to add."""
+        return {}
+
     def variant(self) -> str:
         """A label for the leaderboard when the config is an ablation (e.g. "w/o CFG")."""
         return "default"

@@ -379,8 +379,10 @@ def _run_staged(ctx: RunContext, config: Any) -> None:
     seed_everything(cfg.seed)
     ctx.stages.start(f"generate: {len(plan.requests)} images ({plan.requests['CPD_NAME'].nunique()} perturbations)")
     t_gen = time.time()
+    method.sampling_record()  # what the learning curve's generations left
     generated = fitted.images if fitted.images is not None else generate_all(
         method, ctx.data, plan, cfg.seed, cfg.generate_batch, to=ctx.stage / GENERATED)
+    sampling = method.sampling_record()
     if not main:
         return
     t_gen = time.time() - t_gen
@@ -403,7 +405,8 @@ def _run_staged(ctx: RunContext, config: Any) -> None:
         overrides=list(cfg.overrides) if stored is None else [*stored.overrides, *cfg.overrides],
         config=dataclasses.asdict(method.config) if method.config is not None else {}, task=ctx.task.spec(),
         seed=cfg.seed, eval_seed=plan.seed, kid_seed=plan.seed, split_hash=ctx.split_hash,
-        eval_plan_sha256=plan.digest(), n_reference=len(plan.reference), features=provenance, fit=fitted.summary,
+        eval_plan_sha256=plan.digest(), n_reference=len(plan.reference), features=provenance,
+        fit={**fitted.summary, "sampling": sampling} if sampling else fitted.summary,
         timings_s={"fit": round(t_fit, 2), "generate": round(t_gen, 2), "evaluate": round(t_eval, 2),
                    "total": round(time.time() - ctx.t0, 2)},
         versions=versions(), **io.git_sha(), torch_threads=torch.get_num_threads(), sweep=cfg.sweep,

@@ -100,6 +100,16 @@ class MiT(TorchMethod):
         super().__init__(config)
         self.field: Field | None = None
         self.ema: Field | None = None
+        self.nfe_per_call: list[int] = []  # field evaluations dopri5 chose, per `generate` call
+
+    def sampling_record(self) -> dict[str, Any]:
+        calls, self.nfe_per_call = self.nfe_per_call, []
+        if not calls:
+            return {}
+        c = self.config
+        return {"solver": "dopri5", "rtol": c.rtol, "atol": c.atol, "guidance": c.guidance, "calls": len(calls),
+                "nfe_mean": round(float(np.mean(calls)), 2), "nfe_min": min(calls), "nfe_max": max(calls),
+                "passes_per_evaluation": 1 if c.guidance == 1.0 else 2}
 
     @property
     def conditioned_on_control(self) -> bool:
@@ -228,4 +238,5 @@ class MiT(TorchMethod):
             return v
 
         out = odeint(velocity, x0, torch.tensor([0.0, 1.0], device=dev), method="dopri5", rtol=c.rtol, atol=c.atol)
+        self.nfe_per_call.append(self.nfe)
         return out[-1].clamp(-1, 1).cpu()

@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from benchmark import io
@@ -147,3 +148,21 @@ def test_a_published_checkpoint_is_imported_scored_and_labelled_as_such(tmp_path
         capsys.readouterr().err
     assert main(["run", "--method", "cellflow", *common, "--checkpoint", str(ckpt), "--from-run", str(run)]) != 0
     assert "two sources of a model" in capsys.readouterr().err
+
+
+def test_a_run_of_a_method_that_ignores_the_control_records_no_paired_errors_and_its_sampler(tmp_path, data_dir):
+    """MiT generates from noise: its record says it is not conditioned on the control, holds no paired
+    counterfactual error, and keeps the evaluations its adaptive solver took for the plan."""
+    import json
+
+    runs = tmp_path / "runs"
+    tiny = ["steps=3", "width=32", "depth=2", "heads=2", "patch=8", "batch_size=4", "rtol=1e-2", "atol=1e-2",
+            "curve_points=0"]
+    assert main(["run", "--method", "mit", "--task", "synthetic-tiny", "--out", str(runs), "--data-dir",
+                 str(data_dir), "--features", "tiny", *[a for s in tiny for a in ("--set", s)]]) == 0
+    (run,) = [p for p in runs.iterdir() if not p.name.startswith(".")]
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["conditioned_on_control"] is False and m["fit"]["sampling"]["solver"] == "dopri5"
+    assert m["fit"]["sampling"]["calls"] >= 1 and m["fit"]["sampling"]["nfe_mean"] >= 6
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert not metrics["metric"].str.startswith("paired").any() and (metrics["metric"] == "fid_o").any()

@@ -65,7 +65,9 @@ def test_output_depends_on_perturbation_and_batch_but_never_on_the_control(fitte
     assert (out - other_batch).abs().max() > 1e-4 and (out - m.generate(swapped, seed=5)).abs().max() > 1e-4
     unknown = m.generate(dataclasses.replace(req, target_batches=["elsewhere"] * 2), seed=5)  # the null batch row
     assert unknown.shape == out.shape and not torch.equal(unknown, out)
-    assert m.nfe > 0  # dopri5 chose its steps; the count is kept
+    record = m.sampling_record()  # dopri5 chose its steps: the evaluations of every call since the last record
+    assert record["solver"] == "dopri5" and record["calls"] == 5 and record["nfe_min"] >= 6
+    assert m.sampling_record() == {}
 
 
 def test_guidance_one_is_the_conditional_field_and_other_weights_mix_it_with_the_null_one(fitted, make_request):
