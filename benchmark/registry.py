@@ -154,7 +154,7 @@ def _builtin_features() -> dict[str, Callable[[], Any]]:
 
         return cellprofiler
 
-    return {**{name: factory(name) for name in ("inception", "morphology")}, "cellprofiler": cellprofiler}
+    return {**{name: factory(name) for name in ("inception", "morphology", "dinov2")}, "cellprofiler": cellprofiler}
 
 
 def _builtin_scorers() -> dict[str, Callable[[], Any]]:

@@ -48,6 +48,7 @@ class RunConfig:
     overrides: list[str] = field(default_factory=list)
     features: tuple[str, ...] = DEFAULT_FEATURES
     inception_weights: Path | None = None
+    dinov2_weights: Path | None = None  # default: $BENCHMARK_DINOV2_WEIGHTS
     generate_batch: int = 64
     workdir: Path | None = None  # persistent training dir: a killed run restarted with it resumes
     from_run: Path | None = None  # score the model of this stored run instead of training (e.g. trained on a GPU)
@@ -205,13 +206,17 @@ def task_with_rule(name: str, channel_rule: str | None):
     return task
 
 
-def check_scoring(features: tuple[str, ...], inception_weights: Path | None) -> None:
+def check_scoring(features: tuple[str, ...], inception_weights: Path | None, dinov2_weights: Path | None = None) -> None:
     """Fail before any training or reading on what can be checked now: feature spaces and weights files."""
     from benchmark.metrics.inception_weights import verified_weights
 
     check_features(features)
     if "inception" in features and inception_weights is not None:
         verified_weights(inception_weights)
+    if "dinov2" in features:
+        from benchmark.metrics.features import dinov2_weights as find
+
+        find(dinov2_weights)
 
 
 def run(cfg: RunConfig) -> Path | None:
@@ -224,7 +229,7 @@ def run(cfg: RunConfig) -> Path | None:
         cfg = checked_import(cfg)
     cls, config = resolve_method(cfg.method, cfg.profile, cfg.overrides, cfg.from_run, need_model=not cfg.reuse_generated)
     check_capabilities(cls, task)
-    check_scoring(cfg.features, cfg.inception_weights)
+    check_scoring(cfg.features, cfg.inception_weights, cfg.dinov2_weights)
     t0 = time.time()
     state = process_state()
     stages = Stages(quiet=not state.is_main_process)
@@ -424,7 +429,7 @@ def score_staged(cfg: "RunConfig | ScoreConfig", task, data, plan, split_hash: s
         io.write_npy(stage / GENERATED, generated)
     io.write_csv(stage / REQUESTS, plan.requests)
     ctx = ExtractorContext(cache_dir=Path(cfg.data_dir) / ".cache", channels=task.channels,
-                           inception_weights=cfg.inception_weights)
+                           inception_weights=cfg.inception_weights, dinov2_weights=cfg.dinov2_weights)
     cache = FeatureCache(Path(cfg.data_dir) / ".cache" / "features")
     cache_key = {"task": task.name, "task_version": task.version, "split": split_hash, "plan": plan.digest()}
     stages.start(f"score: {', '.join(cfg.features)} against {len(plan.reference)} real reference images")
@@ -453,6 +458,7 @@ class ScoreConfig:
     data_dir: Path = Path("data")
     out: Path = Path("runs")
     inception_weights: Path | None = None
+    dinov2_weights: Path | None = None  # default: $BENCHMARK_DINOV2_WEIGHTS
     plan: Path | None = None  # the plan.json the images were made for (default: beside the images)
     split: str | None = None  # default: the plan file's, else test
     channel_rule: str | None = None
@@ -466,7 +472,7 @@ def score(cfg: ScoreConfig) -> Path:
 
     task = task_with_rule(cfg.task, cfg.channel_rule)
     external.check_name(cfg.name, METHODS.names())
-    check_scoring(cfg.features, cfg.inception_weights)
+    check_scoring(cfg.features, cfg.inception_weights, cfg.dinov2_weights)
     stored = read_manifest(cfg.from_run) if cfg.from_run is not None else None
     if stored is not None and stored.method != external.EXTERNAL:
         raise BenchmarkError(f"{cfg.from_run}: a run of method {stored.method!r}; rescore it with `run --from-run "

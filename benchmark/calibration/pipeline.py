@@ -159,6 +159,7 @@ class Request:
     zoom: float = 1.0
     merge: bool = False
     inception_weights: Path | None = None
+    dinov2_weights: Path | None = None
 
 
 def run(request: Request) -> tuple[Path, str]:
@@ -178,7 +179,8 @@ def run(request: Request) -> tuple[Path, str]:
     data = task.load(request.data_dir)
     split_hash = data.write_split_manifest(Path(request.data_dir) / "splits" / f"{task.name}-v{task.version}.csv")
     cache_dir = Path(request.data_dir) / ".cache"
-    ctx = ExtractorContext(cache_dir=cache_dir, channels=task.channels, inception_weights=request.inception_weights)
+    ctx = ExtractorContext(cache_dir=cache_dir, channels=task.channels, inception_weights=request.inception_weights,
+                           dinov2_weights=request.dinov2_weights)
     moa = None
     if "moa" in request.features and task.moa:
         from benchmark.metrics.moa import classifier_for
