@@ -33,7 +33,7 @@ from benchmark.store import RunStore
 from benchmark.tables import (CONVERGED, _main_space, comparisons, curve_frame, leaderboard, one_run_per_label,
                               provenance_notes, ranking, run_list, table1a, table1b, table2a, table_map,
                               table_map_per_perturbation, table_pick, table_prdc, table_shift, training_table,
-                              unconditioned_labels)
+                              row_sources, unconditioned_labels)
 from benchmark.metrics.stats import friedman
 
 
@@ -67,7 +67,8 @@ class Part:
 
 
 def _table1a(v: TaskView) -> Part:
-    num, fmt = table1a(v.lb, v.task, v.training, unconditioned_labels(v.runs, v.lb, v.task))
+    num, fmt = table1a(v.lb, v.task, v.training, unconditioned_labels(v.runs, v.lb, v.task),
+                       row_sources(v.runs, v.lb, v.task))
     part = Part([f"# {v.task}: Table 1a\n", text.TABLE1A, to_markdown(fmt)], {"table1a.csv": num})
     if not v.training.empty:
         t = v.training

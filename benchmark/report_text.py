@@ -2,7 +2,8 @@
 them so that the words can be read and edited in one place; `{placeholders}` are filled by `report.py`."""
 
 TABLE1A = ("Lower is better for every column. KID is multiplied by 100 as in the paper. Values are means over seeds ± "
-           "the half-width of the 95% t interval over seeds; for one seed, [the 95% bootstrap interval over images].\n\n")
+           "the half-width of the 95% t interval over seeds; for one seed, [the 95% bootstrap interval over images]. `source`: "
+           "trained here, an imported checkpoint, images scored as given, or no training (identity, oracle).\n\n")
 
 TRAINING = ("\nTrained rows: images seen in training up to the checkpoint that was kept and scored (a range where seeds "
             "kept different ones), minutes of the whole run's training (mean over seeds, the curve's scoring left "

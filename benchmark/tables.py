@@ -123,10 +123,27 @@ def unconditioned_labels(runs, lb: pd.DataFrame, task: str) -> set[str]:
             for r in runs if r.manifest.task_name == task and not r.manifest.conditioned_on_control}
 
 
+def row_sources(runs, lb: pd.DataFrame, task: str) -> dict[str, str]:
+    """Where each row's images came from: trained here, an imported checkpoint, images scored as given, or a rule
+    with no training (identity, oracle); a row whose runs differ lists each."""
+    labels, out = _labels(lb, task), {}
+    for r in runs:
+        m = r.manifest
+        if m.task_name != task:
+            continue
+        source = {"imported": "imported checkpoint", "scored from images": "scored from images"}.get(
+            m.model_source, "trained here" if "steps" in _trained(m) else "no training")
+        label = labels.get((m.method, m.variant, m.config_hash), m.method)
+        out[label] = ", ".join(sorted(set(filter(None, out.get(label, "").split(", "))) | {source}))
+    return out
+
+
 def table1a(lb: pd.DataFrame, task: str, training: pd.DataFrame | None = None,
-            unconditioned: set[str] = frozenset()) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Numeric and formatted Table 1a for one task (one column block per feature space), with each trained row's
-    compute and convergence (`training_table`) where given; the paired errors of `unconditioned` rows are n/a."""
+            unconditioned: set[str] = frozenset(), sources: dict[str, str] | None = None
+            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Numeric and formatted Table 1a for one task (one column block per feature space), with each row's source
+    (`row_sources`) and each trained row's compute and convergence (`training_table`) where given; the paired errors
+    of `unconditioned` rows are n/a."""
     t = lb[(lb["task"] == task) & (lb["perturbation"] == "")]
     spaces = _table1a_spaces(t)
     rows_num, rows_fmt = [], []
@@ -153,6 +170,8 @@ def table1a(lb: pd.DataFrame, task: str, training: pd.DataFrame | None = None,
                 num[col], fmt[col] = h["value"], _fmt(h["value"], h["seed_ci95"], int(h["n_seeds"]), h["ci_low"], h["ci_high"])
         seeds = sub["n_seeds"].max()
         num["n_seeds"] = fmt["n_seeds"] = int(seeds)
+        if sources is not None:
+            num["source"] = fmt["source"] = sources.get(label, "-")
         if training is not None and not training.empty:
             hit = training[training["method"] == label]
             for col in ("images seen", "train min", "device", "val change, last quarter", "converged"):
