@@ -141,6 +141,11 @@ class ScreenConfig:
             # the metric calibration's screen: the default one with 144 test cells per compound and 48 test controls
             # per plate (one per request of a plate, so no counterfactual repeats)
             "calibration": cls(seed=seed, test_per_compound=48, test_controls=48),
+            # the learnability check's known answer: two compounds with strong, opposite effects (taxol: bundled,
+            # brighter tubulin and larger cells; emetine: dimmer actin and tubulin, smaller cells), so a model that
+            # ignores the condition can at best learn their average, about no change
+            "learn": cls(seed=seed, image_size=32, n_batches=2, compounds=("taxol", "emetine"), train_per_compound=48,
+                         test_per_compound=16, train_controls=48, test_controls=8, val_per_compound=4, val_controls=4),
             "large": cls(seed=seed, image_size=96, n_batches=4, train_per_compound=96, test_per_compound=48,
                          train_controls=384, test_controls=64, val_per_compound=16, val_controls=32),
         }

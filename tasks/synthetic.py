@@ -49,7 +49,9 @@ def synthetic_task(variant: str = "", size: str = "default", seed: int = 0) -> T
                   image_size=config.image_size, layout="synthetic", moa=True, loader=partial(load_screen, config=config),
                   embedding_dim=1024, n_perturbations=len(config.compounds))  # Morgan bits (RDKit, r=2)
     if variant == "":
-        return Task(name=f"synthetic{sized}", description="simulated chemical screen, same-batch controls", **common)
+        what = ("two compounds of strong, opposite effects: the learnability check's known answer" if size == "learn"
+                else "simulated chemical screen, same-batch controls")
+        return Task(name=f"synthetic{sized}", description=what, **common)
     if variant == "ood":
         held = tuple(c for c in OOD_COMPOUNDS if c in config.compounds)
         return Task(name=f"synthetic{sized}{suffix}", description="compounds never seen in training, conditioned by fingerprint",
@@ -62,4 +64,4 @@ def synthetic_task(variant: str = "", size: str = "default", seed: int = 0) -> T
 
 def builtin_tasks() -> list[Task]:
     return [*(synthetic_task(v, size) for size in ("default", "tiny") for v in ("", "ood", "batchswap")),
-            synthetic_task("", "calibration")]
+            synthetic_task("", "calibration"), synthetic_task("", "learn")]
