@@ -33,7 +33,7 @@ from benchmark.store import RunStore
 from benchmark.tables import (CONVERGED, _main_space, comparisons, curve_frame, leaderboard, one_run_per_label,
                               provenance_notes, ranking, run_list, table1a, table1b, table2a, table_map,
                               table_map_per_perturbation, table_pick, table_prdc, table_shift, training_table,
-                              row_sources, unconditioned_labels)
+                              row_sources, training_cell, unconditioned_labels)
 from benchmark.metrics.stats import friedman
 
 
@@ -72,9 +72,8 @@ def _table1a(v: TaskView) -> Part:
     part = Part([f"# {v.task}: Table 1a\n", text.TABLE1A, to_markdown(fmt)], {"table1a.csv": num})
     if not v.training.empty:
         t = v.training
-        shown = t.assign(**{"train min": t["train min"].map("{:.1f}".format),
-                            "val change, last quarter": t["val change, last quarter"].map(
-                                lambda x: "-" if pd.isna(x) else f"{x:+.1%}")})
+        shown = t.assign(**{c: t[c].map(lambda x, c=c: training_cell(c, x))
+                            for c in ("train min", "val change, last quarter")})
         part.tables["training.csv"] = t
         part.markdown += [text.TRAINING.format(converged=CONVERGED), "\n", to_markdown(shown)]
     return part

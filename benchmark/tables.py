@@ -138,6 +138,15 @@ def row_sources(runs, lb: pd.DataFrame, task: str) -> dict[str, str]:
     return out
 
 
+def training_cell(column: str, v) -> str:
+    """One cell of the training columns as Table 1a and the training table show it."""
+    if isinstance(v, str):
+        return v
+    if pd.isna(v):
+        return "-"
+    return {"train min": f"{v:.1f}", "val change, last quarter": f"{v:+.1%}"}.get(column, f"{v:.0f}")
+
+
 def table1a(lb: pd.DataFrame, task: str, training: pd.DataFrame | None = None,
             unconditioned: set[str] = frozenset(), sources: dict[str, str] | None = None
             ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -176,11 +185,7 @@ def table1a(lb: pd.DataFrame, task: str, training: pd.DataFrame | None = None,
             hit = training[training["method"] == label]
             for col in ("images seen", "train min", "device", "val change, last quarter", "converged"):
                 v = hit[col].iloc[0] if len(hit) else np.nan
-                num[col] = v
-                if isinstance(v, str) or pd.isna(v):
-                    fmt[col] = "-" if pd.isna(v) else v
-                else:
-                    fmt[col] = {"train min": f"{v:.1f}", "val change, last quarter": f"{v:+.1%}"}.get(col, f"{v:.0f}")
+                num[col], fmt[col] = v, training_cell(col, v)
         rows_num.append(num)
         rows_fmt.append(fmt)
     return pd.DataFrame(rows_num), pd.DataFrame(rows_fmt)
