@@ -4,45 +4,33 @@ projection, long skip connections from the first half of the blocks to the secon
 at `model.py:68-77`), RMSNorm without learned weights (eps 1e-6) in place of LayerNorm, and the conditioning as one
 vector from an adaptor (`adapters.py:68-108`): time, perturbation, batch and cell type embedded and summed.
 
-The attention, MLP and patch embedding are timm's (as in the official code); the rest is written here. Where we
-depart: the perturbation may enter through the task's embedding by a learned linear map (`encoding="embedding"`), so
-that an unseen compound is translated zero-shot, where the official code has a one-hot table only and a separate
-fingerprint fine-tune (`finetune.py`); `encoding="onehot"` is the official table.
+The attention, MLP and patch embedding are timm's (as in the official code), the positional table and the time
+features diffusers'; the rest is written here. Where we depart: the perturbation may enter through the task's
+embedding by a learned linear map (`encoding="embedding"`), so that an unseen compound is translated zero-shot,
+where the official code has a one-hot table only and a separate fingerprint fine-tune (`finetune.py`);
+`encoding="onehot"` is the official table.
 """
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
+from diffusers.models.embeddings import get_2d_sincos_pos_embed, get_timestep_embedding
 from torch import nn
 
 
-def sincos_table(dim: int, grid: int) -> np.ndarray:
-    """The fixed 2-D sine-cosine positions of a grid x grid patch layout, (grid * grid, dim): half the channels encode
-    the row, half the column, each as sin and cos of the position at dim / 4 geometric frequencies (as MAE and DiT;
-    `model.py:227-269`). Patch k of the row-major layout is (row k // grid, column k % grid)."""
+def sincos_table(dim: int, grid: int) -> torch.Tensor:
+    """The fixed 2-D sine-cosine positions of a grid x grid patch layout, (grid * grid, dim), as MAE and DiT
+    (`model.py:227-269`): diffusers' table with `base_size=grid`, so positions are whole patch indices (its default
+    rescales them to a 16-patch grid). Column first, then row, as the official table's meshgrid(w, h)."""
     if dim % 4:
         raise ValueError(f"the positional table needs a width divisible by 4, got {dim}")
-    freqs = 1.0 / 10000 ** (np.arange(dim // 4, dtype=np.float64) / (dim // 4))
-    rows, cols = np.divmod(np.arange(grid * grid, dtype=np.float64), grid)
-
-    def encode(pos: np.ndarray) -> np.ndarray:
-        angles = pos[:, None] * freqs[None, :]
-        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
-
-    # the official table puts the column (its grid[0], from meshgrid(w, h)) first, then the row
-    return np.concatenate([encode(cols), encode(rows)], axis=1).astype(np.float32)
+    return get_2d_sincos_pos_embed(dim, grid, base_size=grid, output_type="pt").float()
 
 
 def frequency_features(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal features of t in [0, 1] (GLIDE's timestep embedding: cos then sin, `adapters.py:17-31`)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t.float()[:, None] * freqs[None]
-    out = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    return torch.cat([out, torch.zeros_like(out[:, :1])], dim=-1) if dim % 2 else out
+    return get_timestep_embedding(t.float(), dim, flip_sin_to_cos=True, downscale_freq_shift=0,
+                                  max_period=max_period)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -138,7 +126,7 @@ class DiT(nn.Module):
         self.channels, self.patch = channels, patch
         self.patches = PatchEmbed(image_size, patch, channels, width, bias=True)
         grid = image_size // patch
-        self.positions = nn.Parameter(torch.from_numpy(sincos_table(width, grid))[None], requires_grad=False)
+        self.positions = nn.Parameter(sincos_table(width, grid)[None], requires_grad=False)
         self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, dropout) for _ in range(depth))
         # registered in the official order (head before the skips), so that tensors pair by position too
         self.head_norm = nn.RMSNorm(width, eps=1e-6, elementwise_affine=False)
