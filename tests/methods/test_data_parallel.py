@@ -2,13 +2,15 @@
 
 Every process draws the whole batch from the run seed and trains on its half; the gradients are averaged. So
 2 processes x B/2 train as 1 process x B, and as 1 process x B/2 x grad_accum=2, up to float summation order.
-What is compared: the gradient of the last of 3 steps, each tensor to 1e-3 of its largest entry (at least 1e-2),
-and the loss history (relative 1e-4). Observed: up to 1.3e-4 of a tensor's largest entry, because Adam's first
-steps move parameters with near-zero gradients by about lr whatever the float noise in those gradients, and the
-third step's gradient sees those moves; a missing or wrong average leaves the gradient of half the batch, which
-differs by 10-100 % of the entries. The gradient of step 3 is a function of every parameter the forward pass uses, so
-it checks the first two updates too. Raw parameters are not compared: a bias followed by a normalisation (GroupNorm,
-InstanceNorm) has no true gradient, and Adam turns its float noise into steps of about lr either way.
+What is compared: the gradient of the last of 3 steps, all of the model's tensors as one vector, norm-wise to
+FLOAT32_AGREEMENT (half the float32 digits, tests/conftest.py), and the loss history (relative 1e-4). Not
+elementwise, and not per tensor: Adam's first steps move parameters with near-zero gradients by about lr whatever the
+float noise in those gradients, so a tensor whose true gradient is about zero (a bias followed by a normalisation)
+differs by 100% of itself between two correct runs, and an entry-wise bound depends on the CPU's kernels (1e-3 of a
+tensor's largest entry failed on a 2-core AMD EPYC with AVX-512). Measured there norm-wise: 2.4e-6 (CellFlow),
+1.5e-4 (IMPA), 1.5e-6 (PhenDiff); a missing or wrong average leaves the gradient of half the batch, off by 10-100%.
+The gradient of step 3 is a function of every parameter the forward pass uses, so it checks the first two updates
+too. Raw parameters are not compared, for the same reason as the near-zero gradients.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from tests.conftest import FLOAT32_AGREEMENT
 
 WORKER = Path(__file__).with_name("dp_worker.py")
 ROOT = Path(__file__).parents[2]
@@ -55,9 +59,9 @@ def fit(method: str, data_dir: Path, tmp: Path, name: str, processes: int, extra
 def assert_same(a: dict, b: dict) -> None:
     assert a["grads"].keys() == b["grads"].keys()
     assert a["grads"], "no gradients recorded"
-    for key, x in a["grads"].items():
-        tol = 1e-3 * max(x.abs().max().item(), 1e-2)
-        assert (x - b["grads"][key]).abs().max().item() <= tol, (key, (x - b["grads"][key]).abs().max().item(), tol)
+    x = torch.cat([g.flatten() for g in a["grads"].values()])
+    y = torch.cat([b["grads"][key].flatten() for key in a["grads"]])
+    assert (x - y).norm() <= FLOAT32_AGREEMENT * x.norm(), ((x - y).norm() / x.norm()).item()
 
 
 @pytest.mark.parametrize("method", sorted(TINY))

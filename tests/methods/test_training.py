@@ -3,6 +3,7 @@ import torch
 
 from benchmark.errors import BenchmarkError
 from methods.training import resolve_precision
+from tests.conftest import FLOAT32_AGREEMENT
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -52,11 +53,6 @@ def test_gradient_accumulation_gives_the_gradient_of_the_unsplit_batch(method, t
     assert (g1 - g4).norm() <= FLOAT32_AGREEMENT * g1.norm()
 
 
-# Two float32 computations of the same sums in different orders agree to about sqrt(n) * eps relative to the sum of
-# the magnitudes (n terms, eps = 2**-23); half the float32 digits, sqrt(eps) = 3.5e-4, bounds that with room for
-# cancellation and depth. Measured norm-wise on a 2-core AMD EPYC (AVX2): 2e-7 to 1.5e-6 with 1 or 2 threads and
-# oneDNN on or off, where the elementwise rtol of 1e-4 failed.
-FLOAT32_AGREEMENT = float(torch.finfo(torch.float32).eps) ** 0.5
 
 
 def test_a_batch_that_does_not_split_is_refused():
