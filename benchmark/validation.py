@@ -75,6 +75,10 @@ class ValidationMonitor:
         with torch.random.fork_rng(devices=[]):
             images = np.concatenate([translate(method, self.data, req.iloc[s : s + CURVE_BATCH], self.seed, s)
                                      for s in range(0, len(req), CURVE_BATCH)])
+        return self.score(images)
+
+    def score(self, images: np.ndarray) -> dict[str, float]:
+        """The curve's metrics of uint8 images (N, H, W, C) that answer the plan's requests, in their order."""
         gen = self.scale(self.morph(images, what="validation images"))
         per = [fid(gen[self.perts_gen == p], self.real[self.perts_real == p]) for p in sorted(set(self.perts_gen))
                if min((self.perts_gen == p).sum(), (self.perts_real == p).sum()) >= 2]

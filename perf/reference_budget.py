@@ -21,7 +21,7 @@ from benchmark.runner import resolve_method
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--methods", default="cellflow,impa,phendiff")
+    ap.add_argument("--methods", default="cellflow,impa,phendiff,mit")
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--steps", type=int, default=40, help="steps timed per method")
     ap.add_argument("--data-dir", type=Path, default=Path("data"))
