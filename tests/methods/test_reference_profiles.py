@@ -37,3 +37,19 @@ def test_the_reference_profile_resolves_to_the_config_its_committed_runs_recorde
 
 def test_there_are_committed_reference_runs_of_every_trained_method():
     assert {m["method"] for _, m in RECORDED} == {"cellflow", "impa", "phendiff"}
+
+
+# settings that count steps: the long profile scales them with the steps, so that only the budget differs
+STEP_COUNTS = {"cellflow": (), "impa": ("ds_iter",), "phendiff": ("warmup_steps",)}
+
+
+@pytest.mark.parametrize("method", sorted(STEP_COUNTS))
+def test_the_long_profile_is_the_reference_profile_at_six_times_the_steps(method):
+    _, reference = resolve_method(method, "reference", [])
+    _, long = resolve_method(method, "long", [])
+    ref, lng = dataclasses.asdict(reference), dataclasses.asdict(long)
+    scaled = ("steps", *STEP_COUNTS[method])
+    assert {k: lng[k] for k in scaled} == {k: 6 * ref[k] for k in scaled}
+    assert lng["curve_points"] == ref["curve_points"] + 3  # the same spacing reaches back to as early a step
+    assert {k: v for k, v in lng.items() if k not in (*scaled, "curve_points")} == \
+        {k: v for k, v in ref.items() if k not in (*scaled, "curve_points")}
