@@ -113,7 +113,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # equal compute on the simulated screen: the reference budget as a step count (docs/reference-profiles.md), the
     # learning rate chosen on the validation split, the best validation checkpoint
     "reference": {**CPU, "steps": 875, "curve_points": 4, "select": "best"},
-    # six times the reference budget (docs/long-budget.md)
+    # six times the reference budget (docs/reference-profiles.md)
     "long": {**CPU, "steps": 5250, "curve_points": 7, "select": "best"},
     # Table 2c ablations, on top of quick
     "no-condition": {**QUICK, "condition": False, "alpha": 1.0},

@@ -61,7 +61,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # diversity weight decayed within the run, the learning rate chosen on the validation split, the best validation
     # checkpoint
     "reference": {"steps": 860, "ds_iter": 860, "lr": 1e-3, "curve_points": 4, "select": "best"},
-    # six times the reference budget, the diversity weight decayed over the whole run (docs/long-budget.md)
+    # six times the reference budget, the diversity weight decayed over the whole run (docs/reference-profiles.md)
     "long": {"steps": 5160, "ds_iter": 5160, "lr": 1e-3, "curve_points": 7, "select": "best"},
     # as published for BBBC021 at 96 px (GPU)
     "paper": {"dim_in": 64, "max_conv_dim": 512, "batch_size": 32, "steps": 100_000, "ds_iter": 100_000,

@@ -76,7 +76,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # too coarsely: docs/phendiff-diagnosis.md), the best validation checkpoint
     "reference": {"steps": 490, "lr": 5e-4, "warmup_steps": 50, "inversion_steps": 50, "generation_steps": 50,
                   "curve_points": 4, "select": "best"},
-    # six times the reference budget and warm-up, the curve three points longer (docs/long-budget.md)
+    # six times the reference budget and warm-up, the curve three points longer (docs/reference-profiles.md)
     "long": {"steps": 2940, "lr": 5e-4, "warmup_steps": 300, "inversion_steps": 50, "generation_steps": 50,
              "curve_points": 7, "select": "best"},
     # as published (GPU): 30k steps, 100 + 100 steps; bf16 where the published code used fp16
