@@ -27,7 +27,7 @@ CANDIDATES = {
     "cellflow": (["lr=1e-3"], ["lr=2e-3"]),
     "impa": (["lr=1e-4"], ["lr=3e-4"], ["lr=1e-3"], ["lr=2e-3"], ["lr=4e-3"]),
     "phendiff": (["lr=1e-4"], ["lr=5e-4"], ["lr=1e-3"]),
-    "mit": (["lr=1e-4"], ["lr=3e-4"], ["lr=1e-3"]),
+    "mit": (["lr=1e-4"], ["lr=3e-4"], ["lr=1e-3"], ["lr=2e-3"], ["lr=4e-3"]),
 }
 
 
