@@ -4,8 +4,8 @@ the validation split only (issue 36; the findings are in docs/phendiff-diagnosis
 Reads the work directory of a `reference` run (its `checkpoint.pt` holds the last step's weights and those of the
 best validation point) and, for each of the two, scores on the learning curve's validation plan:
 
-- `translate`: translation (EMA weights, DDIM inversion and regeneration) at the profile's 20 + 20 steps and at
-  each `--ddim-steps` (published: 100 + 100);
+- `translate`: translation (EMA weights, DDIM inversion and regeneration) at the run's steps each way and at each
+  `--ddim-steps` (published: 100 + 100);
 - `raw`: the same with the trained weights instead of their EMA, at the profile's steps;
 - `sample`: regeneration from fresh Gaussian noise under the target condition, no inversion (does the model make
   cells of the right kind, whatever the control?), at each step count;
@@ -15,6 +15,9 @@ best validation point) and, for each of the two, scores on the learning curve's 
   training images of the same perturbations, at the same seeded noise and timesteps (over-fitting shows as a gap).
 
     OMP_NUM_THREADS=1 python perf/phendiff_diagnosis.py --workdir W --data-dir D --out phendiff-diagnosis.csv
+
+The runs are resolved from the `reference` profile and `--set`: runs of the 20 + 20 step profile (before 6ab6422)
+need `--set inversion_steps=20 --set generation_steps=20`.
 """
 
 from __future__ import annotations
@@ -72,13 +75,14 @@ def main() -> None:
     best = state["extra"].get("best")
     if best is not None:
         weights[f"step {best['step']} (best)"] = best["state"]
-    train = TrainingSet(data.train_data())
+    train_data = data.train_data()
+    train = TrainingSet(train_data)
     req, ref = monitor.plan.requests, monitor.plan.reference
     controls = to_tensor(data.images[req["control_row"].to_numpy()])
     emb_req = torch.from_numpy(data.embed(req["CPD_NAME"].tolist()))
     # as many treated training images as validation targets, of the same perturbations, seeded
     rng = np.random.default_rng(0)
-    train_obs = data.train_data().obs
+    train_obs = train_data.obs
     train_rows = np.concatenate([rng.choice(np.flatnonzero(train_obs["CPD_NAME"].to_numpy() == p), n, replace=False)
                                  for p, n in ref["CPD_NAME"].value_counts().sort_index().items()])
     parts = set(args.only.split(",")) if args.only else None
@@ -86,6 +90,7 @@ def main() -> None:
     def wanted(part: str) -> bool:
         return parts is None or part in parts
 
+    n, step_counts = len(req), dict.fromkeys([config.inversion_steps, *(int(k) for k in args.ddim_steps.split(","))])
     rows = []
     for label, weights_state in weights.items():
         method = cls(config)
@@ -93,7 +98,7 @@ def main() -> None:
         for k, part in method.modules().items():
             part.load_state_dict(weights_state[k])
 
-        for steps in [config.inversion_steps, *(int(n) for n in args.ddim_steps.split(","))]:
+        for steps in step_counts:
             variants = [("translate", {}), ("raw", {"use_ema": False})] if steps == config.inversion_steps \
                 else [("translate", {})]
             for part, changes in variants:
@@ -103,7 +108,6 @@ def main() -> None:
                     rows.append({"weights": label, "part": part, "ddim_steps": steps, **monitor(method)})
                     print(rows[-1], flush=True)
             method.config = config
-            n = len(req)
             if wanted("sample"):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(monitor.seed)
@@ -123,7 +127,7 @@ def main() -> None:
             emb_train = torch.from_numpy(data.embed(train_obs["CPD_NAME"].to_numpy()[train_rows].tolist()))
             rows.append({"weights": label, "part": "loss", "ddim_steps": None,
                          "loss_val": denoising_loss(method, data.images[ref["row"].to_numpy()], emb_ref, 0),
-                         "loss_train": denoising_loss(method, data.train_data().images[train_rows], emb_train, 0)})
+                         "loss_train": denoising_loss(method, train_data.images[train_rows], emb_train, 0)})
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     table.insert(0, "workdir", str(args.workdir))

@@ -68,17 +68,17 @@ class PhenDiffConfig(TrainingConfig):
     class_table: int = 0  # > 0: a published class table of this many rows replaces the embedding encoder (import)
 
 
+# equal compute on the simulated screen: the reference budget as a step count (docs/reference-profiles.md), warm-up 10%
+# of the steps, the learning rate and the DDIM steps chosen on the validation split (20 + 20 inverted too coarsely:
+# docs/phendiff-diagnosis.md), the best validation checkpoint
+REFERENCE: dict[str, Any] = {"steps": 490, "lr": 5e-4, "warmup_steps": 50, "inversion_steps": 50,
+                             "generation_steps": 50, "curve_points": 4, "select": "best"}
 PROFILES: dict[str, dict[str, Any]] = {
     # CPU: a small denoiser, a short schedule and 20 + 20 DDIM steps
     "quick": {"steps": 1500, "lr": 5e-4, "warmup_steps": 100, "inversion_steps": 20, "generation_steps": 20},
-    # equal compute on the simulated screen: the reference budget as a step count (docs/reference-profiles.md),
-    # warm-up 10% of the steps, the learning rate and the DDIM steps chosen on the validation split (20 + 20 inverted
-    # too coarsely: docs/phendiff-diagnosis.md), the best validation checkpoint
-    "reference": {"steps": 490, "lr": 5e-4, "warmup_steps": 50, "inversion_steps": 50, "generation_steps": 50,
-                  "curve_points": 4, "select": "best"},
+    "reference": REFERENCE,
     # six times the reference budget and warm-up, the curve three points longer (docs/reference-profiles.md)
-    "long": {"steps": 2940, "lr": 5e-4, "warmup_steps": 300, "inversion_steps": 50, "generation_steps": 50,
-             "curve_points": 7, "select": "best"},
+    "long": {**REFERENCE, "steps": 2940, "warmup_steps": 300, "curve_points": 7},
     # as published (GPU): 30k steps, 100 + 100 steps; bf16 where the published code used fp16
     "paper": {"widths": (128, 256, 512), "layers_per_block": 2, "norm_num_groups": 32, "steps": 30_000,
               "checkpoint_every": 2000, "mixed_precision": "bf16"},
