@@ -66,11 +66,14 @@ class MiTConfig(TrainingConfig):
 
 # CPU: a small transformer (about 2M parameters at 48 px), patches of 4
 QUICK: dict[str, Any] = {"patch": 4, "width": 128, "depth": 6, "heads": 4, "steps": 500, "lr": 3e-4}
+REFERENCE: dict[str, Any] = {**QUICK, "steps": 915, "lr": 4e-3, "curve_points": 4, "select": "best"}
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": QUICK,
     # equal compute on the simulated screen: quick's transformer, the reference budget as a step count
     # (docs/reference-profiles.md), the learning rate chosen on the validation split, the best validation checkpoint
-    "reference": {**QUICK, "steps": 915, "curve_points": 4, "select": "best"},
+    "reference": REFERENCE,
+    # six times the reference budget (docs/reference-profiles.md)
+    "long": {**REFERENCE, "steps": 6 * REFERENCE["steps"], "curve_points": 7},
     # the official code: DiT-XL/2 (depth 28, width 1152, 16 heads, patches of 2), Adam 1e-4, batch 16 per GPU
     # (`bbbc021.py:100-105`; the GPU count is not in the code), the one-hot table; a GPU profile
     "official": {"patch": 2, "width": 1152, "depth": 28, "heads": 16, "encoding": "onehot", "lr": 1e-4,

@@ -40,7 +40,7 @@ def test_there_are_committed_reference_runs_of_every_trained_method():
 
 
 # settings that count steps: the long profile scales them with the steps, so that only the budget differs
-STEP_COUNTS = {"cellflow": (), "impa": ("ds_iter",), "phendiff": ("warmup_steps",)}
+STEP_COUNTS = {"cellflow": (), "impa": ("ds_iter",), "mit": (), "phendiff": ("warmup_steps",)}
 
 
 @pytest.mark.parametrize("method", sorted(STEP_COUNTS))
