@@ -34,8 +34,8 @@ BUDGET = {"cellflow": ["steps=150", "width=16"]}
 NOT_YET = {
     "impa": "200 steps (2.3 min beside other jobs): washed-out images, FID_c [morphology] 390 against identity's 20 "
             "(114 at lr 1e-3)",
-    "mit": "300 steps (2.5 min beside other jobs): FID_c [morphology] 102 against identity's 20; a flow from noise "
-           "needs far more steps than one from the control",
+    "mit": "300 steps (2.5 min beside other jobs): FID_c [morphology] 102 against identity's 20 (72 at lr 4e-3); a "
+           "flow from noise needs far more steps than one from the control",
     "phendiff": "200 steps take 5 minutes on 2 cores (beside other jobs), beyond this check's budget, and leave the "
                 "paired morphology distance 11% below identity's, short of the margin",
 }
