@@ -30,8 +30,8 @@ from benchmark.charts import draw_cd, draw_curves, draw_shift
 from benchmark.html import write_pages
 from benchmark.markdown import to_markdown
 from benchmark.store import RunStore
-from benchmark.tables import (CONVERGED, _main_space, comparisons, curve_frame, leaderboard, one_run_per_label,
-                              provenance_notes, ranking, run_list, table1a, table1b, table2a, table_map,
+from benchmark.tables import (CONVERGED, _main_space, batch_change, comparisons, curve_frame, leaderboard,
+                              one_run_per_label, provenance_notes, ranking, run_list, table1a, table1b, table2a, table_map,
                               table_map_per_perturbation, table_pick, table_prdc, table_shift, training_table,
                               row_sources, training_cell, unconditioned_labels)
 from benchmark.metrics.stats import friedman
@@ -307,6 +307,11 @@ def overview(lb: pd.DataFrame, specs: dict[str, dict], results_dir: Path, figs: 
         io.write_csv(results_dir / "table2d.csv", t2d)
         md += ["\n## Table 2d: controls from the same batch vs another batch\n", to_markdown(t2d, ".4g")]
         written.append(results_dir / "table2d.csv")
+        change = pd.concat([batch_change(lb, same, other) for same, other in pairs], ignore_index=True)
+        if not change.empty:
+            io.write_csv(results_dir / "table2d_tests.csv", change)
+            md += [text.BATCH_CHANGE, to_markdown(change, ".3g")]
+            written.append(results_dir / "table2d_tests.csv")
     ranks = ranking(lb)
     if not ranks.empty:
         io.write_csv(results_dir / "ranking.csv", ranks)

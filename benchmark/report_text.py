@@ -45,6 +45,11 @@ COMPARISONS = ("Is one method better than another on a metric scored per perturb
                "is better; `A lower` counts perturbations where A scored lower), p-values Holm-corrected over every "
                "row of this table; the verdict is at 5%.\n\n")
 
+BATCH_CHANGE = ("\nDoes each method's score change when its controls come from another batch, beyond the noise across "
+                "perturbations? A two-sided Wilcoxon signed-rank test of the method's per-perturbation values on the two "
+                "tasks, paired by perturbation (`same lower` counts perturbations that scored lower with same-batch "
+                "controls), p-values Holm-corrected over every row of this table; the verdict is at 5%.\n\n")
+
 FIGURES_KEPT = ("figures: kept from an earlier report that had the images (--data-dir); they show the runs of that "
                 "report")
 FIGURES_NONE = "figures: not drawn (pass --data-dir: they need the tasks' images)"

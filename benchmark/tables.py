@@ -311,6 +311,30 @@ def comparisons(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, list[str]]:
     return (paired_comparison(wide) if wide else pd.DataFrame()), notes
 
 
+def batch_change(lb: pd.DataFrame, same: str, other: str) -> pd.DataFrame:
+    """Table 2d's test: per method, does scoring against controls from another batch change its per-perturbation
+    FID and KID beyond the noise across perturbations? A Wilcoxon signed-rank test of the same method's values on the
+    two tasks, paired by perturbation, Holm-corrected over every row (`paired_comparison`)."""
+    t = lb[lb["task"].isin([same, other]) & (lb["perturbation"] != "")]
+    wide, keys = {}, []
+    for label in dict.fromkeys(t["label"]):
+        for metric, name in PER_PERTURBATION:
+            for space in sorted(set(t[t["metric"] == metric]["feature_space"])):
+                m = t[(t["label"] == label) & (t["metric"] == metric) & (t["feature_space"] == space)]
+                table = m.pivot_table(index="perturbation", columns="task", values="value", aggfunc="first")
+                if {same, other} <= set(table.columns):
+                    wide[len(keys)] = table[[same, other]].set_axis(["same-batch", "other-batch"], axis=1)
+                    keys.append((label, f"{name} per perturbation [{space}]"))
+    if not wide:
+        return pd.DataFrame()
+    out = paired_comparison(wide).drop(columns=["A", "B"])
+    out.insert(0, "method", [keys[i][0] for i in out["metric"]])
+    out["metric"] = [keys[i][1] for i in out["metric"]]
+    out.insert(0, "task", same)
+    return out.rename(columns={"median A - B": "median same - other", "A lower": "same lower",
+                               "B lower": "other lower"})
+
+
 def _ci(v: float, lo: float, hi: float) -> str:
     return "-" if pd.isna(v) else (f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if not pd.isna(lo) else f"{v:.3f}")
 

@@ -56,6 +56,28 @@ def test_ablations_unseen_and_batch_tables_and_ranks(results):
     assert cf["n_seeds"] == 2 and cf["seed_ci95"] > 0
 
 
+def test_table2d_tests_each_methods_change_between_batches_paired_by_perturbation(results):
+    """Checked against scipy's Wilcoxon on the per-perturbation FIDs of the two tasks' own leaderboards."""
+    from scipy import stats
+
+    results, _ = results
+    tests = pd.read_csv(results / "table2d_tests.csv")
+    assert set(tests["method"]) == {"identity", "oracle"} and set(tests["task"]) == {"synthetic-tiny"}
+    row = tests[(tests["method"] == "identity") & (tests["metric"] == "FID per perturbation [tiny]")].iloc[0]
+    per = {}
+    for task in ("synthetic-tiny", "synthetic-tiny-batchswap"):
+        lb = pd.read_csv(results / task / "leaderboard.csv", keep_default_na=False)
+        hit = lb[(lb["label"] == "identity") & (lb["metric"] == "fid") & (lb["feature_space"] == "tiny")
+                 & (lb["perturbation"] != "")]
+        per[task] = hit.set_index("perturbation")["value"].astype(float)
+    d = (per["synthetic-tiny"] - per["synthetic-tiny-batchswap"]).dropna()
+    assert row["n perturbations"] == len(d) > 2
+    assert row["median same - other"] == pytest.approx(float(d.median()))
+    assert row["same lower"] == int((d < 0).sum()) and row["other lower"] == int((d > 0).sum())
+    assert row["p"] == pytest.approx(float(stats.wilcoxon(d[d != 0]).pvalue))
+    assert (tests["p (Holm)"] >= tests["p"]).all()
+
+
 def test_figures_are_drawn_and_the_whole_report_is_byte_identical_on_rerun(results, data_dir, tmp_path):
     out, runs = results
     figs = sorted(p.relative_to(out) for p in (out / "figures").rglob("*.png"))
