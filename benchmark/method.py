@@ -204,6 +204,12 @@ class Method(ABC):
         raise BenchmarkError(f"method {self.name} does not read held-out images")
 
 
+def set_by_fit() -> Any:
+    """A config field that `fit` fills from the training data (e.g. the batch vocabulary) and saves with the model:
+    empty in a profile, so a run's recorded config differs from its profile there and only there."""
+    return dataclasses.field(default=(), metadata={"set_by_fit": True})
+
+
 def config_from_overrides(cls: type, base: dict[str, Any] | None, overrides: list[str]) -> Any:
     """Build a config dataclass from a profile and `key=value` strings, typed by the fields."""
     if cls is None:

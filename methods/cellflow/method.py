@@ -27,7 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from benchmark.errors import BenchmarkError
-from benchmark.method import Capabilities, GenerateRequest, TrainData, as_float
+from benchmark.method import Capabilities, GenerateRequest, TrainData, as_float, set_by_fit
 from methods.training import (Shape, TorchMethod, TrainingConfig, TrainingSet, decide,
                               image_flips, random_flips)
 
@@ -84,7 +84,7 @@ class CellFlowConfig(TrainingConfig):
     # where the flow starts: the control image (the paper's premise) or N(0, I), conditioned then on the target batch
     # as well (MiT's design; the same field, conditioning and training otherwise)
     source: Literal["control", "noise"] = "control"
-    batches: tuple[str, ...] = ()  # source noise: the training batches, in order (filled by `fit`, saved with it)
+    batches: tuple[str, ...] = set_by_fit()  # source noise: the training batches, in order
 
 
 # the CPU settings that depart from the paper, shared by the quick, reference and ablation profiles

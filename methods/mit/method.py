@@ -29,7 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from benchmark.errors import BenchmarkError
-from benchmark.method import Capabilities, GenerateRequest, TrainData, as_float
+from benchmark.method import Capabilities, GenerateRequest, TrainData, as_float, set_by_fit
 from methods.training import Shape, TorchMethod, TrainingConfig, TrainingSet, image_flips
 
 from .model import Condition, DiT, Field
@@ -60,8 +60,8 @@ class MiTConfig(TrainingConfig):
     guidance: float = 1.0  # 1: the conditional field (official default); w: null + w (cond - null)
     use_ema: bool = True
     # filled by `fit` and saved with the model, so that a stored model rebuilds its tables
-    batches: tuple[str, ...] = ()
-    perturbations: tuple[str, ...] = ()  # onehot: the table's rows
+    batches: tuple[str, ...] = set_by_fit()
+    perturbations: tuple[str, ...] = set_by_fit()  # onehot: the table's rows
 
 
 # CPU: a small transformer (about 2M parameters at 48 px), patches of 4

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.registry import METHODS
 from benchmark.runner import resolve_method
 
 RUNS = Path(__file__).resolve().parents[2] / "results" / "runs"
@@ -26,17 +27,22 @@ RECORDED = _recorded()
 
 @pytest.mark.parametrize("run,manifest", RECORDED, ids=[r for r, _ in RECORDED])
 def test_the_reference_profile_resolves_to_the_config_its_committed_runs_recorded(run, manifest):
-    """An option added since is allowed only at its default (which must keep the old behaviour)."""
+    """An option added since is allowed only at its default (which must keep the old behaviour); the fields `fit`
+    fills from the data are not the profile's."""
     cls, config = resolve_method(manifest["method"], "reference", list(manifest["overrides"]))
     resolved = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as the manifest's lists
     defaults = json.loads(json.dumps(dataclasses.asdict(cls.Config())))
+    by_fit = {f.name for f in dataclasses.fields(cls.Config) if f.metadata.get("set_by_fit")}
     added = {k: v for k, v in resolved.items() if k not in manifest["config"]}
     assert added == {k: defaults[k] for k in added}
-    assert {k: v for k, v in resolved.items() if k not in added} == manifest["config"]
+    assert {k: v for k, v in resolved.items() if k not in set(added) | by_fit} == \
+        {k: v for k, v in manifest["config"].items() if k not in by_fit}
 
 
-def test_there_are_committed_reference_runs_of_every_trained_method():
-    assert {m["method"] for _, m in RECORDED} == {"cellflow", "impa", "phendiff"}
+def test_every_method_with_a_reference_profile_has_committed_reference_runs_of_three_seeds():
+    with_profile = {n for n in METHODS.names() if "reference" in METHODS.get(n).profiles}
+    seeds = {n: {m["seed"] for _, m in RECORDED if m["method"] == n and m["task"]["name"] == "synthetic"} for n in with_profile}
+    assert seeds == {n: {0, 1, 2} for n in with_profile}
 
 
 # settings that count steps: the long profile scales them with the steps, so that only the budget differs
