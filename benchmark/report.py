@@ -31,8 +31,8 @@ from benchmark.html import write_pages
 from benchmark.markdown import to_markdown
 from benchmark.store import RunStore
 from benchmark.tables import (CONVERGED, _main_space, batch_change, comparisons, curve_frame, leaderboard,
-                              one_run_per_label, provenance_notes, ranking, run_list, table1a, table1b, table2a, table_map,
-                              table_map_per_perturbation, table_pick, table_prdc, table_shift, training_table,
+                              one_run_per_label, provenance_notes, ranking, run_list, table1a, table1b, table2a,
+                              table_map, table_map_per_perturbation, table_pick, table_prdc, table_shift, training_table,
                               row_sources, training_cell, unconditioned_labels)
 from benchmark.metrics.stats import friedman
 

@@ -7,6 +7,7 @@ draws or reads images: `report.py` decides what is written where, `charts.py` dr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -290,24 +291,29 @@ def table_shift(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, dict[str, pd
     return wide.rename(columns={"label": "method"}), detail
 
 
+def _per_perturbation(t: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+    """The per-perturbation rows of each metric scored per perturbation, one feature space at a time, under the name
+    the tests' tables give them."""
+    t = t[t["perturbation"] != ""]
+    for metric, name in PER_PERTURBATION:
+        for space in sorted(set(t[t["metric"] == metric]["feature_space"])):
+            yield f"{name} per perturbation [{space}]", t[(t["metric"] == metric) & (t["feature_space"] == space)]
+
+
 def comparisons(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, list[str]]:
     """Every pair of methods on each per-perturbation metric and feature space of a task: Wilcoxon signed-rank over
     perturbations, Holm-corrected over the whole table; and a Friedman test per metric (do the methods differ at
     all?)."""
-    t = lb[(lb["task"] == task) & (lb["perturbation"] != "")]
     wide, notes = {}, []
-    for metric, name in PER_PERTURBATION:
-        for space in sorted(set(t[t["metric"] == metric]["feature_space"])):
-            m = t[(t["metric"] == metric) & (t["feature_space"] == space)]
-            cols = list(dict.fromkeys(m["label"]))
-            table = m.pivot_table(index="perturbation", columns="label", values="value", aggfunc="first")[cols]
-            if table.shape[1] < 2:
-                continue
-            key = f"{name} per perturbation [{space}]"
-            wide[key] = table
-            p, n = friedman(table)
-            if not pd.isna(p):
-                notes.append(f"{key}: Friedman test over {n} perturbations, {table.shape[1]} methods: p = {p:.3g}")
+    for key, m in _per_perturbation(lb[lb["task"] == task]):
+        cols = list(dict.fromkeys(m["label"]))
+        table = m.pivot_table(index="perturbation", columns="label", values="value", aggfunc="first")[cols]
+        if table.shape[1] < 2:
+            continue
+        wide[key] = table
+        p, n = friedman(table)
+        if not pd.isna(p):
+            notes.append(f"{key}: Friedman test over {n} perturbations, {table.shape[1]} methods: p = {p:.3g}")
     return (paired_comparison(wide) if wide else pd.DataFrame()), notes
 
 
@@ -315,21 +321,19 @@ def batch_change(lb: pd.DataFrame, same: str, other: str) -> pd.DataFrame:
     """Table 2d's test: per method, does scoring against controls from another batch change its per-perturbation
     FID and KID beyond the noise across perturbations? A Wilcoxon signed-rank test of the same method's values on the
     two tasks, paired by perturbation, Holm-corrected over every row (`paired_comparison`)."""
-    t = lb[lb["task"].isin([same, other]) & (lb["perturbation"] != "")]
-    wide, keys = {}, []
+    t = lb[lb["task"].isin([same, other])]
+    wide = {}
     for label in dict.fromkeys(t["label"]):
-        for metric, name in PER_PERTURBATION:
-            for space in sorted(set(t[t["metric"] == metric]["feature_space"])):
-                m = t[(t["label"] == label) & (t["metric"] == metric) & (t["feature_space"] == space)]
-                table = m.pivot_table(index="perturbation", columns="task", values="value", aggfunc="first")
-                if {same, other} <= set(table.columns):
-                    wide[len(keys)] = table[[same, other]].set_axis(["same-batch", "other-batch"], axis=1)
-                    keys.append((label, f"{name} per perturbation [{space}]"))
+        for key, m in _per_perturbation(t[t["label"] == label]):
+            table = m.pivot_table(index="perturbation", columns="task", values="value", aggfunc="first")
+            if {same, other} <= set(table.columns):
+                wide[(label, key)] = table[[same, other]].set_axis(["same-batch", "other-batch"], axis=1)
     if not wide:
         return pd.DataFrame()
     out = paired_comparison(wide).drop(columns=["A", "B"])
-    out.insert(0, "method", [keys[i][0] for i in out["metric"]])
-    out["metric"] = [keys[i][1] for i in out["metric"]]
+    labels, metrics = zip(*out["metric"])
+    out["metric"] = metrics
+    out.insert(0, "method", labels)
     out.insert(0, "task", same)
     return out.rename(columns={"median A - B": "median same - other", "A lower": "same lower",
                                "B lower": "other lower"})

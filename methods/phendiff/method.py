@@ -78,7 +78,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {"steps": 1500, "lr": 5e-4, "warmup_steps": 100, "inversion_steps": 20, "generation_steps": 20},
     "reference": REFERENCE,
     # six times the reference budget and warm-up, the curve three points longer (docs/reference-profiles.md)
-    "long": {**REFERENCE, "steps": 2940, "warmup_steps": 300, "curve_points": 7},
+    "long": {**REFERENCE, "steps": 6 * REFERENCE["steps"], "warmup_steps": 6 * REFERENCE["warmup_steps"],
+             "curve_points": 7},
     # as published (GPU): 30k steps, 100 + 100 steps; bf16 where the published code used fp16
     "paper": {"widths": (128, 256, 512), "layers_per_block": 2, "norm_num_groups": 32, "steps": 30_000,
               "checkpoint_every": 2000, "mixed_precision": "bf16"},

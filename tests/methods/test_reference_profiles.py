@@ -41,7 +41,8 @@ def test_the_reference_profile_resolves_to_the_config_its_committed_runs_recorde
 
 def test_every_method_with_a_reference_profile_has_committed_reference_runs_of_three_seeds():
     with_profile = {n for n in METHODS.names() if "reference" in METHODS.get(n).profiles}
-    seeds = {n: {m["seed"] for _, m in RECORDED if m["method"] == n and m["task"]["name"] == "synthetic"} for n in with_profile}
+    seeds = {n: {m["seed"] for _, m in RECORDED if m["method"] == n and m["task"]["name"] == "synthetic"}
+             for n in with_profile}
     assert seeds == {n: {0, 1, 2} for n in with_profile}
 
 
