@@ -30,8 +30,8 @@ from benchmark.charts import draw_cd, draw_curves, draw_shift
 from benchmark.html import write_pages
 from benchmark.markdown import to_markdown
 from benchmark.store import RunStore
-from benchmark.tables import (CONVERGED, _main_space, batch_change, comparisons, curve_frame, leaderboard,
-                              one_run_per_label, provenance_notes, ranking, run_list, table1a, table1b, table2a,
+from benchmark.tables import (CONVERGED, _main_space, batch_change, batch_models, comparisons, curve_frame,
+                              leaderboard, one_run_per_label, provenance_notes, ranking, run_list, table1a, table1b, table2a,
                               table_map, table_map_per_perturbation, table_pick, table_prdc, table_shift, training_table,
                               row_sources, training_cell, unconditioned_labels)
 from benchmark.metrics.stats import friedman
@@ -209,7 +209,7 @@ def report(runs_dir: Path, results_dir: Path, data_dir: Path | None = None,
         figs = _earlier_figures(results_dir)
         fig_notes = [text.FIGURES_KEPT if figs else text.FIGURES_NONE]
     specs = {r.manifest.task_name: r.manifest.task for r in runs}
-    written += figs + overview(lb, specs, results_dir, figs, fig_notes)
+    written += figs + overview(runs, lb, specs, results_dir, figs, fig_notes)
     written += write_pages(results_dir, tasks, [p for p in written if p.suffix == ".png"])
     _forget_stale(results_dir, written)
     return written
@@ -281,7 +281,7 @@ def _forget_stale(results_dir: Path, written: list[Path]) -> None:
     io.write_text(listing, "\n".join(now) + "\n")
 
 
-def overview(lb: pd.DataFrame, specs: dict[str, dict], results_dir: Path, figs: list[Path] = (),
+def overview(runs, lb: pd.DataFrame, specs: dict[str, dict], results_dir: Path, figs: list[Path] = (),
              fig_notes: list[str] = ()) -> list[Path]:
     """Tables across tasks: 2b (unseen perturbations), 2d (same- vs other-batch controls), ranks; figure index.
     Which task plays which part comes from the tasks' declarations recorded in the runs."""
@@ -302,6 +302,7 @@ def overview(lb: pd.DataFrame, specs: dict[str, dict], results_dir: Path, figs: 
             b = table_pick(lb, [other]).drop(columns="task").set_index("method")
             joined = a.add_suffix(" same-batch").join(b.add_suffix(" other-batch"), how="inner").reset_index()
             joined.insert(0, "task", same)
+            joined["other-batch model"] = joined["method"].map(batch_models(runs, lb, same, other))
             parts.append(joined)
         t2d = pd.concat(parts, ignore_index=True)
         io.write_csv(results_dir / "table2d.csv", t2d)

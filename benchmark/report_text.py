@@ -48,7 +48,10 @@ COMPARISONS = ("Is one method better than another on a metric scored per perturb
 BATCH_CHANGE = ("\nDoes each method's score change when its controls come from another batch, beyond the noise across "
                 "perturbations? A two-sided Wilcoxon signed-rank test of the method's per-perturbation values on the two "
                 "tasks, paired by perturbation (`same lower` counts perturbations that scored lower with same-batch "
-                "controls), p-values Holm-corrected over every row of this table; the verdict is at 5%.\n\n")
+                "controls), p-values Holm-corrected over every row of this table; the verdict is at 5%. The test isolates "
+                "the controls only where the other-batch rows score the same weights (`other-batch model` above: "
+                "`run --from-run` of the same-batch runs); a model trained again on the other task also chooses its "
+                "checkpoint on that task's validation plan, and that choice moves every perturbation together.\n\n")
 
 FIGURES_KEPT = ("figures: kept from an earlier report that had the images (--data-dir); they show the runs of that "
                 "report")

@@ -339,6 +339,23 @@ def batch_change(lb: pd.DataFrame, same: str, other: str) -> pd.DataFrame:
                                "B lower": "other lower"})
 
 
+def batch_models(runs, lb: pd.DataFrame, same: str, other: str) -> dict[str, str]:
+    """Per method on the other-batch task: are its rows the same weights as on the same-batch task (`run --from-run`
+    of those runs) or models trained again? Only the first isolates the controls: a model trained again also picks
+    its checkpoint on its own task's validation plan, and that choice moves the scores by itself."""
+    same_ids = {r.manifest.run_id for r in runs if r.manifest.task_name == same}
+    labels, kinds = _labels(lb, other), {}
+    for r in runs:
+        m = r.manifest
+        if m.task_name != other:
+            continue
+        label = labels.get((m.method, m.variant, m.config_hash), m.method)
+        kind = ("same weights" if m.fit.get("from_run") in same_ids else
+                "trained again" if "steps" in _trained(m) else "no training")
+        kinds.setdefault(label, set()).add(kind)
+    return {label: " and ".join(sorted(k)) for label, k in kinds.items()}
+
+
 def _ci(v: float, lo: float, hi: float) -> str:
     return "-" if pd.isna(v) else (f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if not pd.isna(lo) else f"{v:.3f}")
 

@@ -78,6 +78,29 @@ def test_table2d_tests_each_methods_change_between_batches_paired_by_perturbatio
     assert (tests["p (Holm)"] >= tests["p"]).all()
 
 
+def test_table2d_says_whether_the_other_batch_rows_score_the_same_weights(results, data_dir, tmp_path):
+    """A model scored again with other-batch controls (`--from-run`) isolates the controls; one trained again on the
+    other task does not (it picks its own checkpoint), and the table must say which it holds."""
+    import json
+
+    _, runs = results
+    store = tmp_path / "runs"
+    shutil.copytree(runs, store)
+    full = next(d for d in sorted(store.glob("*-cellflow-synthetic-tiny-s0-*"))
+                if json.loads((d / "manifest.json").read_text())["profile"] != "no-cfg")
+    common = ["--task", "synthetic-tiny-batchswap", "--out", str(store), "--data-dir", str(data_dir),
+              "--features", "tiny,moa"]
+    assert main(["run", "--method", "cellflow", "--seed", "0", "--from-run", str(full), *common]) == 0
+    assert main(["run", "--method", "cellflow", "--profile", "no-cfg", *common, *TINY_CELLFLOW]) == 0
+    out = tmp_path / "results"
+    assert main(["report", "--runs", str(store), "--results", str(out)]) == 0
+    t2d = pd.read_csv(out / "table2d.csv")
+    assert dict(zip(t2d["method"], t2d["other-batch model"])) == {
+        "identity": "no training", "oracle": "no training", "cellflow": "same weights",
+        "cellflow (w/o CFG)": "trained again"}
+    assert "cellflow" in set(pd.read_csv(out / "table2d_tests.csv")["method"])
+
+
 def test_figures_are_drawn_and_the_whole_report_is_byte_identical_on_rerun(results, data_dir, tmp_path):
     out, runs = results
     figs = sorted(p.relative_to(out) for p in (out / "figures").rglob("*.png"))
