@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -101,9 +102,14 @@ def _label(method: str, variant: str) -> str:
     return method if variant in ("", "default") else f"{method} ({variant})"
 
 
-def _labels(lb: pd.DataFrame, task: str) -> dict[tuple, str]:
-    return {(r.method, r.variant, r.config): r.label for r in
-            lb[lb["task"] == task].drop_duplicates(["method", "variant", "config"]).itertuples()}
+def _task_runs(runs, lb: pd.DataFrame, task: str) -> Iterator[tuple[str, Any]]:
+    """The manifests of a task's runs, each with the label of the leaderboard row it feeds."""
+    labels = {(r.method, r.variant, r.config): r.label for r in
+              lb[lb["task"] == task].drop_duplicates(["method", "variant", "config"]).itertuples()}
+    for r in runs:
+        m = r.manifest
+        if m.task_name == task:
+            yield labels.get((m.method, m.variant, m.config_hash), m.method), m
 
 
 def _table1a_spaces(t: pd.DataFrame) -> list[str]:
@@ -119,22 +125,16 @@ NOT_CONDITIONED = "n/a (not conditioned on the control)"
 def unconditioned_labels(runs, lb: pd.DataFrame, task: str) -> set[str]:
     """Rows whose images do not answer their requests' controls (a generator from noise): their paired errors are
     not scored, and the table says why instead of a dash."""
-    labels = _labels(lb, task)
-    return {labels.get((r.manifest.method, r.manifest.variant, r.manifest.config_hash), r.manifest.method)
-            for r in runs if r.manifest.task_name == task and not r.manifest.conditioned_on_control}
+    return {label for label, m in _task_runs(runs, lb, task) if not m.conditioned_on_control}
 
 
 def row_sources(runs, lb: pd.DataFrame, task: str) -> dict[str, str]:
     """Where each row's images came from: trained here, an imported checkpoint, images scored as given, or a rule
     with no training (identity, oracle); a row whose runs differ lists each."""
-    labels, out = _labels(lb, task), {}
-    for r in runs:
-        m = r.manifest
-        if m.task_name != task:
-            continue
+    out = {}
+    for label, m in _task_runs(runs, lb, task):
         source = {"imported": "imported checkpoint", "scored from images": "scored from images"}.get(
             m.model_source, "trained here" if "steps" in _trained(m) else "no training")
-        label = labels.get((m.method, m.variant, m.config_hash), m.method)
         out[label] = ", ".join(sorted(set(filter(None, out.get(label, "").split(", "))) | {source}))
     return out
 
@@ -344,12 +344,8 @@ def batch_models(runs, lb: pd.DataFrame, same: str, other: str) -> dict[str, str
     of those runs) or models trained again? Only the first isolates the controls: a model trained again also picks
     its checkpoint on its own task's validation plan, and that choice moves the scores by itself."""
     same_ids = {r.manifest.run_id for r in runs if r.manifest.task_name == same}
-    labels, kinds = _labels(lb, other), {}
-    for r in runs:
-        m = r.manifest
-        if m.task_name != other:
-            continue
-        label = labels.get((m.method, m.variant, m.config_hash), m.method)
+    kinds = {}
+    for label, m in _task_runs(runs, lb, other):
         kind = ("same weights" if m.fit.get("from_run") in same_ids else
                 "trained again" if "steps" in _trained(m) else "no training")
         kinds.setdefault(label, set()).add(kind)
@@ -420,13 +416,9 @@ def ranking(lb: pd.DataFrame, space: str | None = None) -> pd.DataFrame:
 
 def run_list(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
     """Which runs produced a task's rows: label, run id, how it was configured and trained."""
-    labels, rows = _labels(lb, task), []
-    for r in runs:
-        m = r.manifest
-        if m.task_name != task:
-            continue
-        fit = m.fit
-        trained = fit.get("trained_with", fit)
+    rows = []
+    for label, m in _task_runs(runs, lb, task):
+        fit, trained = m.fit, _trained(m)
         if m.model_source == "scored from images":
             how = (f"scored from images ({fit.get('format', '?')}, sha256 {str(fit.get('images_sha256', ''))[:12]})"
                    + (f": {fit['description']}" if fit.get("description") else ""))
@@ -438,7 +430,7 @@ def run_list(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
             how = ("trained in this run" if "from_run" not in fit else f"images of run {fit['from_run']} scored "
                    "again" if "generated_by" in fit else f"model of run {fit['from_run']} scored")
         kept = trained.get("selected", {})
-        rows.append({"label": labels.get((m.method, m.variant, m.config_hash), m.method), "run_id": m.run_id,
+        rows.append({"label": label, "run_id": m.run_id,
                      "seed": m.seed, "profile": m.profile or "default", "overrides": " ".join(m.overrides) or "-",
                      "steps": trained.get("steps", "-"), "kept": f"{kept['rule']} (step {kept['step']})" if kept else "-",
                      "device": trained.get("device", "-"), "model": how, "code": m.git_sha[:12]})
@@ -453,12 +445,8 @@ def _trained(manifest) -> dict:
 def curve_frame(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
     """Every learning-curve point of the task's runs (long format: label, seed, step, images, train_s, metric,
     value), and one row per untrained run's validation score (step NaN): the figure's reference lines."""
-    labels, rows = _labels(lb, task), []
-    for r in runs:
-        m = r.manifest
-        if m.task_name != task:
-            continue
-        label = labels.get((m.method, m.variant, m.config_hash), m.method)
+    rows = []
+    for label, m in _task_runs(runs, lb, task):
         trained = _trained(m)
         points = trained.get("curve") or ([{**trained["validation"], "step": np.nan, "images": np.nan,
                                             "train_s": np.nan}] if "validation" in trained else [])
@@ -473,17 +461,16 @@ def curve_frame(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
 def training_table(runs, lb: pd.DataFrame, task: str) -> pd.DataFrame:
     """Per trained row: images seen, training time, device and threads, the checkpoint kept, and the relative change
     of the selection metric over the last quarter of training (the largest over seeds), against CONVERGED."""
-    labels, rows = _labels(lb, task), []
-    for r in runs:
-        m = r.manifest
+    rows = []
+    for label, m in _task_runs(runs, lb, task):
         trained = _trained(m)
-        if m.task_name != task or not trained.get("curve"):
+        if not trained.get("curve"):
             continue
         metric = trained["curve_monitor"]["selection_metric"]
         sel = trained.get("selected", {})
         # the images behind the weights that were scored: up to the kept checkpoint, not the whole run
         kept = [p["images"] for p in trained["curve"] if p["step"] == sel.get("step")]
-        rows.append({"label": labels.get((m.method, m.variant, m.config_hash), m.method), "seed": m.seed,
+        rows.append({"label": label, "seed": m.seed,
                      "images": kept[0] if kept else trained["curve"][-1]["images"],
                      "train_s": trained.get("train_s", np.nan),
                      "device": f"{trained.get('device', '-')}"

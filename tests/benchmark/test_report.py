@@ -1,5 +1,6 @@
 """The report's paper tables from tiny runs: 2a (MoA), 2b (unseen), 2c (ablations), 2d (batch), ranks."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -81,8 +82,6 @@ def test_table2d_tests_each_methods_change_between_batches_paired_by_perturbatio
 def test_table2d_says_whether_the_other_batch_rows_score_the_same_weights(results, data_dir, tmp_path):
     """A model scored again with other-batch controls (`--from-run`) isolates the controls; one trained again on the
     other task does not (it picks its own checkpoint), and the table must say which it holds."""
-    import json
-
     _, runs = results
     store = tmp_path / "runs"
     shutil.copytree(runs, store)
@@ -433,7 +432,6 @@ def test_a_browser_renders_the_leaderboard_sorted_with_its_images(results, tmp_p
 def test_every_committed_reference_record_comes_from_a_clean_commit():
     """A reference number must be reproducible from the repository: its run was recorded from a committed tree (no
     uncommitted changes), and where the history is at hand that commit is in it."""
-    import json
     import subprocess
 
     manifests = sorted((ROOT / "results" / "runs").glob("*/manifest.json"))
@@ -451,8 +449,6 @@ def test_every_committed_reference_record_comes_from_a_clean_commit():
 def test_a_row_not_conditioned_on_the_control_shows_its_paired_errors_as_not_applicable(results, tmp_path):
     """A run that records `conditioned_on_control: false` (a generator from noise) has no paired rows, and Table 1a
     says why rather than a dash; its other columns are as scored."""
-    import json
-
     _, runs = results
     mine = tmp_path / "runs"
     for run in runs.iterdir():
