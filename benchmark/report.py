@@ -30,8 +30,8 @@ from benchmark.charts import draw_cd, draw_curves, draw_shift
 from benchmark.html import write_pages
 from benchmark.markdown import to_markdown
 from benchmark.store import RunStore
-from benchmark.tables import (CONVERGED, _main_space, batch_change, batch_models, comparisons, curve_frame,
-                              leaderboard, one_run_per_label, provenance_notes, ranking, run_list, table1a, table1b, table2a,
+from benchmark.tables import (CONVERGED, _main_space, ablation_rows, ablation_tests, batch_change, batch_models,
+                              comparisons, curve_frame, leaderboard, one_run_per_label, provenance_notes, ranking, run_list, table1a, table1b, table2a,
                               table_map, table_map_per_perturbation, table_pick, table_prdc, table_shift, training_table,
                               row_sources, training_cell, unconditioned_labels)
 from benchmark.metrics.stats import friedman
@@ -111,18 +111,21 @@ def _table2a(v: TaskView) -> Part:
 
 
 def _table2c(v: TaskView) -> Part:
-    """Ablations: every variant of a method next to its default row."""
+    """Ablations: every variant of a method next to its default row, and the test of each against that row."""
     t = v.lb[v.lb["task"] == v.task]
-    variants = t[t["variant"] != "default"]
-    base = set(t[t["variant"] == "default"]["method"])
-    if variants.empty or not base:
+    variants = t[ablation_rows(t)]
+    if variants.empty or not (set(variants["method"]) & set(t[t["variant"] == "default"]["method"])):
         return Part()
-    labels = set(variants["label"]) | set(t[t["method"].isin(set(variants["method"])) & (t["variant"] == "default")]
-                                          ["label"])
-    t2c = table_pick(v.lb[v.lb["label"].isin(labels)], [v.task])
+    full = t[t["method"].isin(set(variants["method"])) & (t["variant"] == "default")]["label"]
+    t2c = table_pick(v.lb[v.lb["label"].isin(set(variants["label"]) | set(full))], [v.task])
     if t2c.empty:
         return Part()
-    return Part(["\n## Table 2c: ablations\n", to_markdown(t2c, ".4g")], {"table2c.csv": t2c})
+    part = Part(["\n## Table 2c: ablations\n", to_markdown(t2c, ".4g")], {"table2c.csv": t2c})
+    tests = ablation_tests(v.lb, v.task)
+    if not tests.empty:
+        part.markdown += [text.ABLATION_TESTS, to_markdown(tests, ".3g")]
+        part.tables["table2c_tests.csv"] = tests
+    return part
 
 
 def _prdc(v: TaskView) -> Part:

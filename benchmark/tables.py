@@ -300,12 +300,20 @@ def _per_perturbation(t: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
             yield f"{name} per perturbation [{space}]", t[(t["metric"] == metric) & (t["feature_space"] == space)]
 
 
+def ablation_rows(t: pd.DataFrame) -> pd.Series:
+    """Which leaderboard rows are ablations (Table 2c): a method's own variant, not an imported checkpoint nor
+    images scored from elsewhere."""
+    return (t["variant"] != "default") & ~t["variant"].str.endswith("imported") & (t["method"] != EXTERNAL)
+
+
 def comparisons(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, list[str]]:
     """Every pair of methods on each per-perturbation metric and feature space of a task: Wilcoxon signed-rank over
     perturbations, Holm-corrected over the whole table; and a Friedman test per metric (do the methods differ at
-    all?)."""
+    all?). Ablations are left to `ablation_tests`: each is a question about its own method, and pairing it with
+    every other row would only widen the Holm family the method comparisons are corrected over."""
+    t = lb[lb["task"] == task]
     wide, notes = {}, []
-    for key, m in _per_perturbation(lb[lb["task"] == task]):
+    for key, m in _per_perturbation(t[~ablation_rows(t)]):
         cols = list(dict.fromkeys(m["label"]))
         table = m.pivot_table(index="perturbation", columns="label", values="value", aggfunc="first")[cols]
         if table.shape[1] < 2:
@@ -315,6 +323,37 @@ def comparisons(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, list[str]]:
         if not pd.isna(p):
             notes.append(f"{key}: Friedman test over {n} perturbations, {table.shape[1]} methods: p = {p:.3g}")
     return (paired_comparison(wide) if wide else pd.DataFrame()), notes
+
+
+def _tests_by_label(wide: dict[tuple[str, str], pd.DataFrame], first: str, second: str) -> pd.DataFrame:
+    """`paired_comparison` of two-column tables keyed by (row label, metric), as a table with a `method` column and
+    the two columns' names in place of A and B."""
+    out = paired_comparison(wide).drop(columns=["A", "B"])
+    labels, metrics = zip(*out["metric"])
+    out["metric"] = metrics
+    out.insert(0, "method", labels)
+    return out.rename(columns={"median A - B": f"median {first} - {second}", "A lower": f"{first} lower",
+                               "B lower": f"{second} lower"})
+
+
+def ablation_tests(lb: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Table 2c's test: per ablation, does it score differently from its method's default row on each
+    per-perturbation metric, beyond the noise across perturbations? Wilcoxon signed-rank paired by perturbation,
+    Holm-corrected over this table alone."""
+    t = lb[lb["task"] == task]
+    ablations = t[ablation_rows(t)]
+    wide = {}
+    for method, label in dict.fromkeys(zip(ablations["method"], ablations["label"])):
+        for full in dict.fromkeys(t[(t["method"] == method) & (t["variant"] == "default")]["label"]):
+            for key, m in _per_perturbation(t[t["label"].isin([label, full])]):
+                table = m.pivot_table(index="perturbation", columns="label", values="value", aggfunc="first")
+                if {label, full} <= set(table.columns):
+                    wide[(label, key)] = table[[label, full]].set_axis(["ablation", "full"], axis=1)
+    if not wide:
+        return pd.DataFrame()
+    out = _tests_by_label(wide, "ablation", "full")
+    out.insert(0, "task", task)
+    return out
 
 
 def batch_change(lb: pd.DataFrame, same: str, other: str) -> pd.DataFrame:
@@ -330,13 +369,9 @@ def batch_change(lb: pd.DataFrame, same: str, other: str) -> pd.DataFrame:
                 wide[(label, key)] = table[[same, other]].set_axis(["same-batch", "other-batch"], axis=1)
     if not wide:
         return pd.DataFrame()
-    out = paired_comparison(wide).drop(columns=["A", "B"])
-    labels, metrics = zip(*out["metric"])
-    out["metric"] = metrics
-    out.insert(0, "method", labels)
+    out = _tests_by_label(wide, "same", "other")
     out.insert(0, "task", same)
-    return out.rename(columns={"median A - B": "median same - other", "A lower": "same lower",
-                               "B lower": "other lower"})
+    return out
 
 
 def batch_models(runs, lb: pd.DataFrame, same: str, other: str) -> dict[str, str]:

@@ -183,6 +183,28 @@ def test_a_flow_run_draws_its_trajectories_and_the_report_collects_them(results,
     assert set(collected) <= set(drawn) and collected  # the default-variant run's strips, copied as they are
 
 
+def test_table2c_tests_each_ablation_against_its_full_method_paired_by_perturbation(results):
+    """Checked against scipy's Wilcoxon on the per-perturbation FIDs of the two rows in the task's leaderboard."""
+    from scipy import stats
+
+    results, _ = results
+    tests = pd.read_csv(results / "synthetic-tiny" / "table2c_tests.csv")
+    assert set(tests["method"]) == {"cellflow (w/o CFG)"} and set(tests["task"]) == {"synthetic-tiny"}
+    assert set(tests["metric"]) == {"FID per perturbation [tiny]", "KID per perturbation [tiny]"}
+    row = tests[tests["metric"] == "FID per perturbation [tiny]"].iloc[0]
+    lb = pd.read_csv(results / "synthetic-tiny" / "leaderboard.csv", keep_default_na=False)
+    per = {label: lb[(lb["label"] == label) & (lb["metric"] == "fid") & (lb["feature_space"] == "tiny")
+                     & (lb["perturbation"] != "")].set_index("perturbation")["value"].astype(float)
+           for label in ("cellflow (w/o CFG)", "cellflow")}
+    d = (per["cellflow (w/o CFG)"] - per["cellflow"]).dropna()
+    assert row["n perturbations"] == len(d) > 2
+    assert row["median ablation - full"] == pytest.approx(float(d.median()))
+    assert row["ablation lower"] == int((d < 0).sum()) and row["full lower"] == int((d > 0).sum())
+    assert row["p"] == pytest.approx(float(stats.wilcoxon(d[d != 0]).pvalue))
+    assert (tests["p (Holm)"] >= tests["p"]).all()
+    assert "Does each ablation score differently" in (results / "synthetic-tiny" / "tables.md").read_text()
+
+
 def test_prdc_and_paired_comparisons_are_reported_per_task(results):
     results, _ = results
     prdc = pd.read_csv(results / "synthetic-tiny" / "prdc.csv")
@@ -192,6 +214,7 @@ def test_prdc_and_paired_comparisons_are_reported_per_task(results):
     pairs = pd.read_csv(results / "synthetic-tiny" / "comparisons.csv")
     assert set(pairs["metric"]) == {"FID per perturbation [tiny]", "KID per perturbation [tiny]"}
     labels = set(pairs["A"]) | set(pairs["B"])
+    assert "cellflow" in labels and "cellflow (w/o CFG)" not in labels  # an ablation is tested under Table 2c
     assert len(pairs) == 2 * len(labels) * (len(labels) - 1) // 2 and pairs["p (Holm)"].ge(pairs["p"]).all()
     assert (results / "synthetic-tiny" / "cd_fid_tiny.png").is_file()  # critical-difference diagram
     maps = pd.read_csv(results / "synthetic-tiny" / "map.csv")
