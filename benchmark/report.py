@@ -121,7 +121,7 @@ def _table2c(v: TaskView) -> Part:
     if t2c.empty:
         return Part()
     part = Part(["\n## Table 2c: ablations\n", to_markdown(t2c, ".4g")], {"table2c.csv": t2c})
-    tests = ablation_tests(v.lb, v.task)
+    tests = ablation_tests(v.lb, v.task, v.runs)
     if not tests.empty:
         part.markdown += [text.ABLATION_TESTS, to_markdown(tests, ".3g")]
         part.tables["table2c_tests.csv"] = tests
@@ -159,7 +159,7 @@ def _shift(v: TaskView) -> Part:
 
 
 def _comparisons(v: TaskView) -> Part:
-    pairs, tests = comparisons(v.lb, v.task)
+    pairs, tests = comparisons(v.lb, v.task, v.runs)
     part, lb = Part(), v.lb
     for space in sorted(set(lb[(lb["task"] == v.task) & (lb["metric"] == "fid")]["feature_space"])):
         per = table1b(lb, v.task, space).set_index("perturbation").drop(columns="n_real")

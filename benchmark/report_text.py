@@ -43,15 +43,19 @@ SHIFT = ("For each perturbation, the features that move most between its real ce
 COMPARISONS = ("Is one method better than another on a metric scored per perturbation, beyond the noise across "
                "perturbations? A two-sided Wilcoxon signed-rank test over the perturbations both were scored on (lower "
                "is better; `A lower` counts perturbations where A scored lower), p-values Holm-corrected over every "
-               "row of this table; the verdict is at 5%. Ablations are tested against their own method under Table "
-               "2c, not here.\n\n")
+               "row of this table; the verdict is at 5%. Each row is a mean over its seeds, so that test asks whether "
+               "these trained models differ: a seed or checkpoint moves every perturbation together. `verdict (seeds)` "
+               "asks whether training again would keep the order: Welch's t-test of the two rows' per-seed means over "
+               "perturbations, Holm over the table; with 3 seeds it resolves only gaps well beyond the seeds' spread, "
+               "and a rule without randomness (identity, oracle) against another is not tested. Ablations are tested "
+               "against their own method under Table 2c, not here.\n\n")
 
 ABLATION_TESTS = ("\nDoes each ablation score differently from its full method, beyond the noise across perturbations? A "
                   "two-sided Wilcoxon signed-rank test of the two rows' per-perturbation values, paired by perturbation "
                   "(`ablation lower` counts perturbations where the ablation scored lower, lower is better), p-values "
-                  "Holm-corrected over every row of this table; the verdict is at 5%. Each row is a mean over its "
-                  "seeds, so the test is over perturbations, not over training runs: a difference of checkpoints "
-                  "moves every perturbation together (Table 2d's note).\n\n")
+                  "Holm-corrected over every row of this table; the verdict is at 5%; `verdict (seeds)` is the same "
+                  "question over training runs (Welch's t-test of the per-seed means, Holm over the table; see the "
+                  "paired comparisons below).\n\n")
 
 BATCH_CHANGE = ("\nDoes each method's score change when its controls come from another batch, beyond the noise across "
                 "perturbations? A two-sided Wilcoxon signed-rank test of the method's per-perturbation values on the two "

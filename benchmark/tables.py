@@ -17,7 +17,7 @@ import pandas as pd
 from benchmark.curves import last_quarter_change
 from benchmark.errors import BenchmarkError
 from benchmark.external import EXTERNAL
-from benchmark.metrics.stats import friedman, paired_comparison, t_half_width
+from benchmark.metrics.stats import friedman, paired_comparison, seed_test, t_half_width
 
 KEYS = ["task", "method", "variant", "config", "metric", "feature_space", "perturbation", "extractor_sha256"]
 TABLE1A = [("fid_o", "FID_o", 1.0), ("fid_c", "FID_c", 1.0), ("kid_o", "KID_o x100", 100.0), ("kid_c", "KID_c x100", 100.0)]
@@ -102,14 +102,20 @@ def _label(method: str, variant: str) -> str:
     return method if variant in ("", "default") else f"{method} ({variant})"
 
 
-def _task_runs(runs, lb: pd.DataFrame, task: str) -> Iterator[tuple[str, Any]]:
-    """The manifests of a task's runs, each with the label of the leaderboard row it feeds."""
+def _labelled_runs(runs, lb: pd.DataFrame, task: str) -> Iterator[tuple[str, Any]]:
+    """A task's runs, each with the label of the leaderboard row it feeds."""
     labels = {(r.method, r.variant, r.config): r.label for r in
               lb[lb["task"] == task].drop_duplicates(["method", "variant", "config"]).itertuples()}
     for r in runs:
         m = r.manifest
         if m.task_name == task:
-            yield labels.get((m.method, m.variant, m.config_hash), m.method), m
+            yield labels.get((m.method, m.variant, m.config_hash), m.method), r
+
+
+def _task_runs(runs, lb: pd.DataFrame, task: str) -> Iterator[tuple[str, Any]]:
+    """The manifests of a task's runs, each with the label of the leaderboard row it feeds."""
+    for label, r in _labelled_runs(runs, lb, task):
+        yield label, r.manifest
 
 
 def _table1a_spaces(t: pd.DataFrame) -> list[str]:
@@ -306,11 +312,22 @@ def ablation_rows(t: pd.DataFrame) -> pd.Series:
     return (t["variant"] != "default") & ~t["variant"].str.endswith("imported") & (t["method"] != EXTERNAL)
 
 
-def comparisons(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, list[str]]:
+def seed_values(runs, lb: pd.DataFrame, task: str) -> dict[tuple[str, str], np.ndarray]:
+    """Per per-perturbation metric (under the tests' names) and row label: each seed's mean over its perturbations,
+    in seed order; what `seed_test` compares."""
+    values: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for label, r in _labelled_runs(runs, lb, task):
+        for key, rows in _per_perturbation(r.metrics()):
+            values.setdefault((key, label), []).append((r.manifest.seed, float(rows["value"].mean())))
+    return {k: np.array([v for _, v in sorted(pairs)]) for k, pairs in values.items()}
+
+
+def comparisons(lb: pd.DataFrame, task: str, runs=()) -> tuple[pd.DataFrame, list[str]]:
     """Every pair of methods on each per-perturbation metric and feature space of a task: Wilcoxon signed-rank over
-    perturbations, Holm-corrected over the whole table; and a Friedman test per metric (do the methods differ at
-    all?). Ablations are left to `ablation_tests`: each is a question about its own method, and pairing it with
-    every other row would only widen the Holm family the method comparisons are corrected over."""
+    perturbations, Holm-corrected over the whole table, with the same question over seeds beside it (`seed_test`,
+    from `runs`); and a Friedman test per metric (do the methods differ at all?). Ablations are left to
+    `ablation_tests`: each is a question about its own method, and pairing it with every other row would only widen
+    the Holm family the method comparisons are corrected over."""
     t = lb[lb["task"] == task]
     wide, notes = {}, []
     for key, m in _per_perturbation(t[~ablation_rows(t)]):
@@ -322,13 +339,19 @@ def comparisons(lb: pd.DataFrame, task: str) -> tuple[pd.DataFrame, list[str]]:
         p, n = friedman(table)
         if not pd.isna(p):
             notes.append(f"{key}: Friedman test over {n} perturbations, {table.shape[1]} methods: p = {p:.3g}")
-    return (paired_comparison(wide) if wide else pd.DataFrame()), notes
+    if not wide:
+        return pd.DataFrame(), notes
+    return seed_test(paired_comparison(wide), seed_values(runs, lb, task)), notes
 
 
-def _tests_by_label(wide: dict[tuple[str, str], pd.DataFrame], first: str, second: str) -> pd.DataFrame:
+def _tests_by_label(wide: dict[tuple[str, str], pd.DataFrame], first: str, second: str,
+                    seeds: dict | None = None) -> pd.DataFrame:
     """`paired_comparison` of two-column tables keyed by (row label, metric), as a table with a `method` column and
-    the two columns' names in place of A and B."""
-    out = paired_comparison(wide).drop(columns=["A", "B"])
+    the two columns' names in place of A and B; with `seeds` (keyed by (key, column)), the test over seeds too."""
+    out = paired_comparison(wide)
+    if seeds is not None:
+        out = seed_test(out, seeds)
+    out = out.drop(columns=["A", "B"])
     labels, metrics = zip(*out["metric"])
     out["metric"] = metrics
     out.insert(0, "method", labels)
@@ -336,22 +359,26 @@ def _tests_by_label(wide: dict[tuple[str, str], pd.DataFrame], first: str, secon
                                "B lower": f"{second} lower"})
 
 
-def ablation_tests(lb: pd.DataFrame, task: str) -> pd.DataFrame:
+def ablation_tests(lb: pd.DataFrame, task: str, runs=()) -> pd.DataFrame:
     """Table 2c's test: per ablation, does it score differently from its method's default row on each
     per-perturbation metric, beyond the noise across perturbations? Wilcoxon signed-rank paired by perturbation,
-    Holm-corrected over this table alone."""
+    Holm-corrected over this table alone, and the same over seeds (`seed_test`, from `runs`)."""
     t = lb[lb["task"] == task]
     ablations = t[ablation_rows(t)]
-    wide = {}
+    wide, full_of = {}, {}
     for method, label in dict.fromkeys(zip(ablations["method"], ablations["label"])):
         for full in dict.fromkeys(t[(t["method"] == method) & (t["variant"] == "default")]["label"]):
+            full_of[label] = full
             for key, m in _per_perturbation(t[t["label"].isin([label, full])]):
                 table = m.pivot_table(index="perturbation", columns="label", values="value", aggfunc="first")
                 if {label, full} <= set(table.columns):
                     wide[(label, key)] = table[[label, full]].set_axis(["ablation", "full"], axis=1)
     if not wide:
         return pd.DataFrame()
-    out = _tests_by_label(wide, "ablation", "full")
+    seeds = seed_values(runs, lb, task)
+    by_side = {((label, key), side): seeds.get((key, name), np.array([]))
+               for (label, key), table in wide.items() for side, name in (("ablation", label), ("full", full_of[label]))}
+    out = _tests_by_label(wide, "ablation", "full", by_side)
     out.insert(0, "task", task)
     return out
 

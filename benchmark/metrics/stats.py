@@ -7,6 +7,10 @@
 - `paired_comparison`: which of two methods is better on a per-perturbation metric, by a Wilcoxon signed-rank test
   over the perturbations both were scored on, Holm-corrected over every comparison of a table (scipy,
   statsmodels); `friedman`: whether methods differ at all, over perturbations as blocks.
+- `seed_test`: the same question over training runs: Welch's t-test of the two rows' per-seed means, Holm-corrected
+  over the table. The Wilcoxon asks whether these two trained models differ; this asks whether training again
+  would keep the order (a checkpoint or seed moves every perturbation together, which the Wilcoxon counts as
+  evidence).
 """
 
 from __future__ import annotations
@@ -70,6 +74,45 @@ def paired_comparison(wide: dict[str, pd.DataFrame], alpha: float = 0.05) -> pd.
         "untested (fewer than 2 differences)" if pd.isna(q) else
         (f"{a} better" if med < 0 else f"{b} better") if q < alpha else "no difference shown"
         for a, b, med, q in zip(out["A"], out["B"], out["median A - B"], out["p (Holm)"])]
+    return out
+
+
+def _varies(v: np.ndarray) -> bool:
+    """Do a row's seeds differ by more than float32 rounding? A rule with no randomness (identity, the oracle)
+    scores the same on every seed up to the last bits of a sum, and a t-test on those bits finds any difference
+    "significant"."""
+    return bool(np.ptp(v) > 4 * np.finfo(np.float32).eps * np.max(np.abs(v)))
+
+
+def seed_test(out: pd.DataFrame, seeds: dict[tuple[str, str], np.ndarray], alpha: float = 0.05) -> pd.DataFrame:
+    """`out` (a `paired_comparison` table) with a test over seeds added to each row: `seeds` maps (metric, row
+    label) to that row's per-seed values of the metric (each seed's mean over perturbations). Welch's two-sided
+    t-test where both rows have two or more seeds and some spread (where one has none, its limit: the one-sample
+    test of the other's seeds against that value), Holm over the table, a verdict at `alpha`."""
+    from statsmodels.stats.multitest import multipletests
+
+    out = out.copy()
+    counts, ps = [], []
+    for metric, a, b in zip(out["metric"], out["A"], out["B"]):
+        x, y = (np.asarray(seeds.get((metric, k), []), dtype=float) for k in (a, b))
+        counts.append(f"{len(x)} v {len(y)}")
+        if len(x) < 2 or len(y) < 2 or not (_varies(x) or _varies(y)):
+            ps.append(float("nan"))
+        elif _varies(x) and _varies(y):
+            ps.append(float(stats.ttest_ind(x, y, equal_var=False).pvalue))
+        else:  # Welch's test when one side has no spread: the other's seeds against its value
+            fixed, spread = (x, y) if _varies(y) else (y, x)
+            ps.append(float(stats.ttest_1samp(spread, float(np.mean(fixed))).pvalue))
+    out["seeds"], out["p (seeds)"] = counts, ps
+    tested = out["p (seeds)"].notna()
+    out["p (seeds, Holm)"] = float("nan")
+    if tested.any():
+        out.loc[tested, "p (seeds, Holm)"] = multipletests(out.loc[tested, "p (seeds)"], method="holm")[1]
+    out["verdict (seeds)"] = [
+        "untested (fewer than 2 seeds each, or none differ)" if pd.isna(q) else
+        (f"{a} better" if np.mean(seeds[(m, a)]) < np.mean(seeds[(m, b)]) else f"{b} better") if q < alpha
+        else "no difference shown"
+        for m, a, b, q in zip(out["metric"], out["A"], out["B"], out["p (seeds, Holm)"])]
     return out
 
 

@@ -24,6 +24,7 @@ def results(tmp_path_factory, data_dir):
             assert main(["run", "--method", method, "--task", task, *common]) == 0
     for seed in ("0", "1"):
         assert main(["run", "--method", "cellflow", "--task", "synthetic-tiny", "--seed", seed, *common, *TINY_CELLFLOW]) == 0
+    assert main(["run", "--method", "identity", "--task", "synthetic-tiny", "--seed", "1", *common]) == 0
     assert main(["run", "--method", "cellflow", "--task", "synthetic-tiny", "--profile", "no-cfg", *common,
                  *TINY_CELLFLOW]) == 0
     assert main(["report", "--runs", str(runs), "--results", str(out), "--data-dir", str(data_dir)]) == 0
@@ -217,6 +218,29 @@ def test_prdc_and_paired_comparisons_are_reported_per_task(results):
     assert "cellflow" in labels and "cellflow (w/o CFG)" not in labels  # an ablation is tested under Table 2c
     assert len(pairs) == 2 * len(labels) * (len(labels) - 1) // 2 and pairs["p (Holm)"].ge(pairs["p"]).all()
     assert (results / "synthetic-tiny" / "cd_fid_tiny.png").is_file()  # critical-difference diagram
+
+
+def test_comparisons_add_the_test_over_seeds_from_each_runs_own_rows(results):
+    """The seed test's inputs rebuilt from the runs' metric files: each seed's mean per-perturbation FID; identity,
+    a rule, scores the same on both seeds, so Welch's test reduces to cellflow's seeds against identity's value."""
+    from scipy import stats
+
+    results, runs = results
+    pairs = pd.read_csv(results / "synthetic-tiny" / "comparisons.csv").set_index(["metric", "A", "B"])
+    row = pairs.loc[("FID per perturbation [tiny]", "identity", "cellflow")]
+    per_seed = {}
+    for run in runs.iterdir():
+        m = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").is_file() else None
+        if m and m["task"]["name"] == "synthetic-tiny" and m["method"] in ("identity", "cellflow") \
+                and m["variant"] == "default":
+            rows = pd.read_csv(run / "metrics.csv")
+            rows = rows[(rows["metric"] == "fid") & (rows["feature_space"] == "tiny") & rows["perturbation"].notna()]
+            per_seed.setdefault(m["method"], []).append(rows["value"].mean())
+    assert row["seeds"] == "2 v 2" and len(per_seed["identity"]) == len(per_seed["cellflow"]) == 2
+    assert per_seed["identity"][0] == pytest.approx(per_seed["identity"][1], rel=1e-6)  # a rule: no spread
+    expected = stats.ttest_1samp(per_seed["cellflow"], per_seed["identity"][0]).pvalue
+    assert row["p (seeds)"] == pytest.approx(expected, rel=1e-6)
+    assert pd.isna(pairs.loc[("FID per perturbation [tiny]", "identity", "oracle"), "p (seeds)"])  # 2 v 1
     maps = pd.read_csv(results / "synthetic-tiny" / "map.csv")
     assert list(maps["method"])[-1] == "real held-out images" and maps["activity mAP [tiny]"].between(0, 1).all()
     per = pd.read_csv(results / "synthetic-tiny" / "map_tiny.csv")

@@ -6,7 +6,8 @@ import pytest
 
 from scipy import stats
 
-from benchmark.metrics.stats import bootstrap_ci, friedman, normal_ci_from_bootstrap, paired_comparison, t_half_width
+from benchmark.metrics.stats import (bootstrap_ci, friedman, normal_ci_from_bootstrap, paired_comparison, seed_test,
+                                     t_half_width)
 
 
 def test_bootstrap_interval_contains_the_estimate_and_shrinks_with_n():
@@ -48,3 +49,26 @@ def test_paired_comparison_flags_a_planted_difference_and_not_a_null_one():
     p, n = friedman(table)
     assert p < 1e-3 and n == 20
     assert np.isnan(friedman(table[["A", "C"]])[0])  # fewer than three methods: no test
+
+
+def test_seed_test_is_welchs_t_over_seed_values_and_skips_rows_without_spread():
+    """A wins on every perturbation (the Wilcoxon's evidence) but its seeds overlap B's; C is a rule with no
+    randomness, equal on every seed up to float rounding."""
+    rng = np.random.default_rng(1)
+    table = pd.DataFrame({"A": np.arange(10.0), "B": np.arange(10.0) + 1, "C": np.arange(10.0) + 2})
+    seeds = {("FID", "A"): np.array([4.0, 6.5, 5.2]), ("FID", "B"): np.array([5.5, 6.9, 6.0]),
+             ("FID", "C"): 6.5 + rng.normal(0, 1e-12, 3)}
+    out = seed_test(paired_comparison({"FID": table}), seeds).set_index(["A", "B"])
+    ab = out.loc[("A", "B")]
+    assert ab["verdict"] == "A better"  # all ten perturbations
+    assert ab["seeds"] == "3 v 3"
+    assert ab["p (seeds)"] == pytest.approx(stats.ttest_ind(seeds[("FID", "A")], seeds[("FID", "B")],
+                                                            equal_var=False).pvalue)
+    assert ab["verdict (seeds)"] == "no difference shown" and ab["p (seeds, Holm)"] >= ab["p (seeds)"]
+    # against a rule: one group without spread, the other's spread carries the test
+    assert out.loc[("A", "C"), "p (seeds)"] == pytest.approx(
+        stats.ttest_1samp(seeds[("FID", "A")], 6.5).pvalue, rel=1e-6)
+    # C's rounding noise alone is not a difference a test can read
+    only_c = seed_test(paired_comparison({"FID": table[["C"]].assign(E=table["C"] + 1)}),
+                       {("FID", "C"): seeds[("FID", "C")], ("FID", "E"): seeds[("FID", "C")] + 1})
+    assert only_c["p (seeds)"].isna().all() and only_c["verdict (seeds)"].str.startswith("untested").all()
