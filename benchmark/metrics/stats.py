@@ -52,7 +52,9 @@ def paired_comparison(wide: dict[str, pd.DataFrame], alpha: float = 0.05) -> pd.
     `wide` maps a metric name to a table of perturbations (rows) x methods (columns). For each metric and pair
     (A, B) the perturbations scored for both are the pairs of a two-sided Wilcoxon signed-rank test (zero
     differences dropped, Pratt's rule for them would count them as ties); the p-values of the whole table are
-    Holm-corrected together. `verdict` names the better method where the corrected p is below `alpha`.
+    Holm-corrected together. `verdict` names the better method where the corrected p is below `alpha`, and says
+    so where too few perturbations differ for any p to get there (the exact test's smallest two-sided p is 2 / 2^n:
+    0.0625 at five), since "no difference shown" would then be true of any two methods.
     """
     from statsmodels.stats.multitest import multipletests
 
@@ -72,8 +74,11 @@ def paired_comparison(wide: dict[str, pd.DataFrame], alpha: float = 0.05) -> pd.
     out.loc[tested, "p (Holm)"] = multipletests(out.loc[tested, "p"], method="holm")[1] if tested.any() else []
     out["verdict"] = [
         "untested (fewer than 2 differences)" if pd.isna(q) else
-        (f"{a} better" if med < 0 else f"{b} better") if q < alpha else "no difference shown"
-        for a, b, med, q in zip(out["A"], out["B"], out["median A - B"], out["p (Holm)"])]
+        (f"{a} better" if med < 0 else f"{b} better") if q < alpha else
+        f"cannot be shown at n = {n} (smallest possible p {2 / 2 ** n:.3g})" if 2 / 2 ** n >= alpha else
+        "no difference shown"
+        for a, b, med, q, n in zip(out["A"], out["B"], out["median A - B"], out["p (Holm)"],
+                                   out["A lower"] + out["B lower"])]
     return out
 
 

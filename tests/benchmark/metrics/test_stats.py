@@ -72,3 +72,13 @@ def test_seed_test_is_welchs_t_over_seed_values_and_skips_rows_without_spread():
     only_c = seed_test(paired_comparison({"FID": table[["C"]].assign(E=table["C"] + 1)}),
                        {("FID", "C"): seeds[("FID", "C")], ("FID", "E"): seeds[("FID", "C")] + 1})
     assert only_c["p (seeds)"].isna().all() and only_c["verdict (seeds)"].str.startswith("untested").all()
+
+
+def test_a_verdict_says_when_too_few_perturbations_differ_for_any_p_to_reach_the_level():
+    """Five perturbations, B lower on every one: the exact test's p is 2 / 2^5 = 0.0625 whatever the sizes."""
+    table = pd.DataFrame({"A": [10.0, 20, 30, 40, 50], "B": [1.0, 2, 3, 4, 5]})
+    row = paired_comparison({"FID": table}).iloc[0]
+    assert row["p"] == pytest.approx(stats.wilcoxon(table["A"] - table["B"]).pvalue) == pytest.approx(0.0625)
+    assert row["verdict"] == "cannot be shown at n = 5 (smallest possible p 0.0625)"
+    six = pd.DataFrame({"A": [10.0, 20, 30, 40, 50, 60], "B": [1.0, 2, 3, 4, 5, 6]})
+    assert paired_comparison({"FID": six}).iloc[0]["verdict"] == "B better"  # p = 2 / 64
