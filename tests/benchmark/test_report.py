@@ -351,7 +351,7 @@ def test_a_feature_space_scored_with_two_sets_of_weights_is_refused(results, tmp
 @pytest.mark.parametrize("page", ["README.md", "docs/results.md"])
 def test_the_readme_reference_table_shows_the_committed_results(page):
     """Each number of the reference table (README and the results page) is the committed Table 1a / 2a value to the
-    digits shown."""
+    digits shown, and no method of Table 1a is left out."""
     import re
 
     lines = (ROOT / page).read_text().splitlines()
@@ -368,7 +368,8 @@ def test_the_readme_reference_table_shows_the_committed_results(page):
               "FID_o [morph.]": "FID_o [morphology]", "FID_c [morph.]": "FID_c [morphology]",
               "paired RMSE": "paired RMSE"}
     checked = 0
-    assert len(rows) == len(t1), "every row of Table 1a, and only those"
+    # every method of Table 1a (ablations, labelled "method (variant)", may be left to the page's Table 2c)
+    assert {m for m in t1.index if "(" not in m} <= {row[0].lower() for row in rows}, "a method of Table 1a is missing"
     for row in rows:
         method = row[0].lower()
         assert method in t1.index, row[0]
