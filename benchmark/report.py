@@ -31,8 +31,8 @@ from benchmark.html import write_pages
 from benchmark.markdown import to_markdown
 from benchmark.store import RunStore
 from benchmark.tables import (CONVERGED, _main_space, ablation_rows, ablation_tests, batch_change, batch_models,
-                              comparisons, curve_frame, leaderboard, one_run_per_label, provenance_notes, ranking, run_list, table1a, table1b, table2a,
-                              table_map, table_map_per_perturbation, table_pick, table_prdc, table_shift, training_table,
+                              comparisons, curve_frame, leaderboard, one_run_per_label, provenance_notes, ranking,
+                              run_list, table1a, table1b, table2a, table_map, table_map_per_perturbation, table_pick, table_prdc, table_shift, training_table,
                               row_sources, training_cell, unconditioned_labels)
 from benchmark.metrics.stats import friedman
 
@@ -114,9 +114,9 @@ def _table2c(v: TaskView) -> Part:
     """Ablations: every variant of a method next to its default row, and the test of each against that row."""
     t = v.lb[v.lb["task"] == v.task]
     variants = t[ablation_rows(t)]
-    if variants.empty or not (set(variants["method"]) & set(t[t["variant"] == "default"]["method"])):
-        return Part()
     full = t[t["method"].isin(set(variants["method"])) & (t["variant"] == "default")]["label"]
+    if full.empty:  # no ablations, or none whose method has its default row here
+        return Part()
     t2c = table_pick(v.lb[v.lb["label"].isin(set(variants["label"]) | set(full))], [v.task])
     if t2c.empty:
         return Part()

@@ -101,12 +101,14 @@ def seed_test(out: pd.DataFrame, seeds: dict[tuple[str, str], np.ndarray], alpha
     for metric, a, b in zip(out["metric"], out["A"], out["B"]):
         x, y = (np.asarray(seeds.get((metric, k), []), dtype=float) for k in (a, b))
         counts.append(f"{len(x)} v {len(y)}")
-        if len(x) < 2 or len(y) < 2 or not (_varies(x) or _varies(y)):
+        both = len(x) > 1 and len(y) > 1
+        vx, vy = both and _varies(x), both and _varies(y)
+        if not (vx or vy):
             ps.append(float("nan"))
-        elif _varies(x) and _varies(y):
+        elif vx and vy:
             ps.append(float(stats.ttest_ind(x, y, equal_var=False).pvalue))
         else:  # Welch's test when one side has no spread: the other's seeds against its value
-            fixed, spread = (x, y) if _varies(y) else (y, x)
+            fixed, spread = (x, y) if vy else (y, x)
             ps.append(float(stats.ttest_1samp(spread, float(np.mean(fixed))).pvalue))
     out["seeds"], out["p (seeds)"] = counts, ps
     tested = out["p (seeds)"].notna()
